@@ -1,0 +1,149 @@
+"""Stable Diffusion XL: two CLIP text encoders, a UNet with micro-conditioning, ε-prediction DDPM training."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
+from diffusers import UNet2DConditionModel
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from dti.backbones.base import Backbone, LatentCache, TextEncoderSlot
+from dti.images import resize_center_crop, to_pil
+from dti.objectives import NoisePrediction
+from dti.runtime import resolve_device, resolve_dtype
+
+
+def use_eos_pooling(text_encoder: torch.nn.Module, eos_token_id: int) -> None:
+    """Pool CLIP's output at the EOS position, also for checkpoints with the legacy `eos_token_id: 2` config.
+
+    With that config transformers pools at argmax(input_ids), which is the *placeholder* as soon as a token is
+    added to the vocabulary (its id is larger than EOS). SDXL's hub configs are legacy, so stock diffusers
+    textual inversion on SDXL conditions on the new token's hidden state instead of EOS's.
+    """
+    text_encoder.config.eos_token_id = eos_token_id
+    text_encoder.text_model.eos_token_id = eos_token_id
+
+
+class SDXLBackbone(Backbone):
+    name = "sdxl"
+
+    def __init__(
+        self, pretrained: str, revision: str | None = None, variant: str | None = None, vae: str | None = None,
+        device: str = "auto", dtype: str = "auto", vae_dtype: str = "float32", compile: bool = False,
+    ):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.vae_dtype = resolve_dtype(vae_dtype, self.device)
+        kw = dict(revision=revision, variant=variant)
+        self.tokenizer = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", revision=revision)
+        self.tokenizer_2 = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer_2", revision=revision)
+        self.text_encoder = CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", dtype=self.dtype, **kw)
+        self.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
+            pretrained, subfolder="text_encoder_2", dtype=self.dtype, **kw
+        )
+        self.unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=self.dtype, **kw)
+        # the SDXL VAE overflows in fp16 (its config sets force_upcast); fp32 costs little since latents are cached
+        self.vae = AutoencoderKL.from_pretrained(vae or pretrained, subfolder=None if vae else "vae",
+                                                 torch_dtype=self.vae_dtype, **({} if vae else kw))
+        scheduler_config = EulerDiscreteScheduler.load_config(pretrained, subfolder="scheduler", revision=revision)
+        self.sample_scheduler = EulerDiscreteScheduler.from_config(scheduler_config)
+        train_scheduler = DDPMScheduler.from_config(scheduler_config)
+        self.objective = NoisePrediction(
+            train_scheduler.alphas_cumprod, train_scheduler.config.prediction_type, self.device
+        )
+        for module in (self.text_encoder, self.text_encoder_2, self.unet, self.vae):
+            module.requires_grad_(False).eval().to(self.device)
+        use_eos_pooling(self.text_encoder_2, self.tokenizer_2.eos_token_id)
+        if compile:
+            self.unet.compile(fullgraph=False, dynamic=False)
+        self.encoders = [
+            TextEncoderSlot("clip_l", self.tokenizer, self.text_encoder, "learned_embeds.safetensors",
+                            self.tokenizer.model_max_length, len(self.tokenizer)),
+            TextEncoderSlot("clip_g", self.tokenizer_2, self.text_encoder_2, "learned_embeds_2.safetensors",
+                            self.tokenizer_2.model_max_length, len(self.tokenizer_2)),
+        ]
+        for slot in self.encoders:
+            vocab = slot.encoder.config.vocab_size
+            if len(slot.tokenizer) != vocab:  # an unreachable hub id yields a 3-token tokenizer, silently
+                raise RuntimeError(f"{pretrained}: tokenizer for {slot.key} has {len(slot.tokenizer)} tokens but its "
+                                   f"text encoder has {vocab} rows; the tokenizer files are missing or broken")
+        self.vae_scale = self.vae.config.scaling_factor
+        self._pipeline: StableDiffusionXLPipeline | None = None
+
+    # -- data -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def cache_latents(self, images: list[Image.Image], resolution: int, flip: bool) -> LatentCache:
+        pixels, time_ids = [], []
+        for image in images:
+            variants = [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] if flip else [image]
+            for im in variants:
+                px, (h, w), (top, left) = resize_center_crop(im, resolution)
+                pixels.append(px)
+                # SDXL micro-conditioning: original size, crop top-left, target size
+                time_ids.append(torch.tensor([h, w, top, left, resolution, resolution], dtype=torch.float32))
+        means, stds = [], []
+        for chunk in torch.stack(pixels).split(4):
+            dist = self.vae.encode(chunk.to(self.device, self.vae_dtype)).latent_dist
+            means.append(dist.mean.float() * self.vae_scale)
+            stds.append(dist.std.float() * self.vae_scale)
+        return LatentCache(torch.cat(means), torch.cat(stds), {"time_ids": torch.stack(time_ids).to(self.device)})
+
+    # -- conditioning ---------------------------------------------------------------------------------------
+    def encode_text(self, token_ids: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        ids_1, ids_2 = token_ids
+        hidden_1 = self.text_encoder(ids_1, output_hidden_states=True).hidden_states[-2]
+        out_2 = self.text_encoder_2(ids_2, output_hidden_states=True)
+        eos = (ids_2 == self.tokenizer_2.eos_token_id).int().argmax(dim=-1)
+        pooled = self.text_encoder_2.text_projection(out_2.last_hidden_state[torch.arange(len(eos)), eos])
+        return {"prompt_embeds": torch.cat([hidden_1, out_2.hidden_states[-2]], dim=-1), "pooled": pooled}
+
+    # -- training -------------------------------------------------------------------------------------------
+    def loss(self, noisy, t, target, cond, extras):
+        prediction = self.unet(
+            noisy.to(self.dtype), t, encoder_hidden_states=cond["prompt_embeds"].to(self.dtype),
+            added_cond_kwargs={"text_embeds": cond["pooled"].to(self.dtype),
+                               "time_ids": extras["time_ids"].to(self.dtype)},
+        ).sample
+        return F.mse_loss(prediction.float(), target)
+
+    # -- sampling with the loaded components ----------------------------------------------------------------
+    @property
+    def pipeline(self) -> StableDiffusionXLPipeline:
+        if self._pipeline is None:  # built once from the modules already in memory: never reloads from disk
+            self._pipeline = StableDiffusionXLPipeline(
+                vae=self.vae, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2,
+                tokenizer=self.tokenizer, tokenizer_2=self.tokenizer_2, unet=self.unet,
+                scheduler=self.sample_scheduler,
+            )
+            self._pipeline.set_progress_bar_config(disable=True)
+        return self._pipeline
+
+    @torch.no_grad()
+    def generate(self, prompts, seeds, resolution, num_inference_steps, guidance_scale):
+        cond = self.encode_text(self.tokenize(prompts))
+        # SDXL base zeroes the unconditional embedding (force_zeros_for_empty_prompt)
+        latents = self.pipeline(
+            prompt_embeds=cond["prompt_embeds"], pooled_prompt_embeds=cond["pooled"],
+            negative_prompt_embeds=torch.zeros_like(cond["prompt_embeds"]),
+            negative_pooled_prompt_embeds=torch.zeros_like(cond["pooled"]),
+            height=resolution, width=resolution, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, output_type="latent",
+            generator=[torch.Generator(self.device).manual_seed(int(s)) for s in seeds],
+        ).images
+        return to_pil(self.vae.decode(latents.to(self.vae_dtype) / self.vae_scale).sample)
+
+
+def load_into_pipeline(pipe: StableDiffusionXLPipeline, folder, token: str | None = None) -> str:
+    """Stock diffusers loading of both files, plus EOS pooling so the pipeline conditions as training did."""
+    from dti.export import read_token_file
+
+    saved, _ = read_token_file(folder / "learned_embeds.safetensors")
+    token = token or saved
+    pipe.load_textual_inversion(str(folder / "learned_embeds.safetensors"), token=token,
+                                text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+    pipe.load_textual_inversion(str(folder / "learned_embeds_2.safetensors"), token=token,
+                                text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+    use_eos_pooling(pipe.text_encoder_2, pipe.tokenizer_2.eos_token_id)
+    return token

@@ -1,0 +1,94 @@
+"""Tiny random-weight backbones, built in code, saved with `save_pretrained` and loaded back from disk.
+
+Tests and the demo run on these instead of hub checkpoints. They go through exactly the same `from_pretrained`
+code path as a real checkpoint: the builder writes a diffusers pipeline folder once into the cache, and the
+model config then points the ordinary adapter at that folder. Shapes are small, everything else is real: the
+real 49 408-token CLIP tokenizer, the legacy `eos_token_id: 2` text-encoder config of SDXL's hub checkpoint, and
+SDXL's scheduler.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+TINY_VERSION = 1  # bump when a builder changes, so stale caches are rebuilt
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    root = cache_dir or os.environ.get("DTI_CACHE") or Path.home() / ".cache" / "dti"
+    return Path(root)
+
+
+def _build_once(name: str, build, cache_dir: str | None) -> Path:
+    """Build into a temporary folder and rename it into place, so concurrent or killed builds leave no half model."""
+    target = cache_root(cache_dir) / f"{name}-v{TINY_VERSION}"
+    if (target / "model_index.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race
+            if not (target / "model_index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _tiny_clip_config(projection_dim: int):
+    from transformers import CLIPTextConfig
+
+    # bos/eos/pad ids as in SDXL's hub configs (eos 2 is the legacy value, see dti.backbones.sdxl.use_eos_pooling)
+    return CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=3,
+                          num_attention_heads=4, max_position_embeddings=77, projection_dim=projection_dim,
+                          hidden_act="gelu", bos_token_id=0, eos_token_id=2, pad_token_id=1)
+
+
+def build_tiny_sdxl(folder: Path, seed: int = 0) -> None:
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from dti.clip_tokenizer import build_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), cross_attention_dim=64,
+        projection_class_embeddings_input_dim=6 * 8 + 32, norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8,
+        sample_size=32, scaling_factor=0.13025, force_upcast=True,
+    )
+    scheduler = EulerDiscreteScheduler(  # SDXL base's scheduler config
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        prediction_type="epsilon", steps_offset=1, timestep_spacing="leading", interpolation_type="linear",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=CLIPTextModel(_tiny_clip_config(32)), text_encoder_2=CLIPTextModelWithProjection(
+            _tiny_clip_config(32)), tokenizer=build_clip_tokenizer(), tokenizer_2=build_clip_tokenizer(pad_token="!"),
+        unet=unet, scheduler=scheduler,
+    )
+    pipe.save_pretrained(folder)
+
+
+def tiny_sdxl_path(cache_dir: str | None = None) -> Path:
+    return _build_once("tiny_sdxl", build_tiny_sdxl, cache_dir)
+
+
+def load_tiny_sdxl(cache_dir: str | None = None, **kwargs):
+    """`model=tiny_sdxl`: build (once) and load through the same adapter and path as `model=sdxl`."""
+    from dti.backbones.sdxl import SDXLBackbone
+
+    return SDXLBackbone(pretrained=str(tiny_sdxl_path(cache_dir)), **kwargs)

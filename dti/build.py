@@ -1,0 +1,90 @@
+"""The one place that turns a composed config into objects. Components below take plain typed arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dti.backbones.base import Backbone
+from dti.concept import Concept, add_concept
+from dti.data import Subject
+from dti.errors import InputError
+from dti.loggers import NullLogger
+from dti.magnitude import Magnitude
+from dti.trainer import Trainer, TrainSettings, ValidationSettings
+
+
+def _number(cfg: DictConfig, key: str, minimum: float, strict: bool) -> float:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value > minimum if strict
+                                                                                else value >= minimum)
+    if not ok:
+        raise InputError(key, value, f"must be a number {'>' if strict else '>='} {minimum}")
+    return float(value)
+
+
+def check_scalars(cfg: DictConfig) -> None:
+    """Cheap checks of user-facing numbers, before anything is loaded or written."""
+    _number(cfg, "kappa", 0, strict=False)
+    _number(cfg, "optimizer.lr", 0, strict=True)
+
+
+def _settings(cls, node: DictConfig | None, **extra):
+    values = {**OmegaConf.to_container(node or {}, resolve=True), **extra}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"{cls.__name__}", unknown[0], f"unknown setting (known: {', '.join(sorted(known))})")
+    return cls(**values)
+
+
+def build_subject(cfg: DictConfig) -> Subject:
+    return instantiate(cfg.data)
+
+
+def build_magnitude(cfg: DictConfig) -> Magnitude:
+    return instantiate(cfg.magnitude)
+
+
+def build_optimizer_factory(cfg: DictConfig):
+    return instantiate(cfg.optimizer)  # a partial: the parameters come from the concept
+
+
+def check_compatible(magnitude: Magnitude, optimizer_factory) -> None:
+    unit_rows = getattr(optimizer_factory.func, "keeps_unit_rows", None)
+    if unit_rows is not None and unit_rows != magnitude.fixed:
+        if magnitude.fixed:
+            raise InputError("optimizer", optimizer_factory.func.__name__, "learns the norm, so it needs "
+                             "magnitude=none (plain TI); with a fixed magnitude use optimizer=rsgd or adamw_proj")
+        raise InputError("magnitude", "none", f"{optimizer_factory.func.__name__} keeps rows on the unit sphere; "
+                         "it needs a fixed magnitude (mean, min, max, float, init)")
+
+
+def build_backbone(cfg: DictConfig) -> Backbone:
+    node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "name"])  # name: run-dir label only
+    return instantiate(node)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, logger=None) -> tuple[Trainer, Concept, Subject]:
+    check_scalars(cfg)
+    loop = OmegaConf.masked_copy(cfg.train, [k for k in cfg.train if k != "validation"])
+    settings = _settings(TrainSettings, loop, seed=cfg.seed)
+    validation = _settings(ValidationSettings, cfg.train.get("validation"))
+    magnitude, optimizer_factory = build_magnitude(cfg), build_optimizer_factory(cfg)
+    check_compatible(magnitude, optimizer_factory)
+    subject = build_subject(cfg)  # reads and checks every image before the (slow) model load
+    backbone = build_backbone(cfg)
+    placeholder = cfg.placeholder or f"<{subject.name}>"
+    concept = add_concept(backbone, placeholder, subject.initializer, magnitude, cfg.num_vectors)
+    optimizer = optimizer_factory(concept.param_groups())
+    trainer = Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, validation, run_dir,
+                      logger or NullLogger())
+    return trainer, concept, subject
+
+
+def build_logger(cfg: DictConfig, run_dir: Path):
+    factory = instantiate(cfg.logger)  # a partial: the run directory and the resolved config come from here
+    return factory(run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True))

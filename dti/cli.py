@@ -1,0 +1,89 @@
+"""What `launch.py` does around the recipe: one-line errors, a non-zero exit, and no partial output."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+from dti.errors import InputError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+HYDRA_FILES = {".hydra", "launch.log"}
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_environment() -> None:
+    """A torchvision that cannot be imported (the CUDA wheel next to a CPU torch) breaks transformers' imports."""
+    if importlib.util.find_spec("torchvision") is None:
+        return
+    try:
+        import torchvision  # noqa: F401
+    except Exception as err:  # noqa: BLE001
+        fail(f"torchvision is installed but cannot be imported ({type(err).__name__}: {err}); "
+             "run `pip uninstall -y torchvision` or install the build that matches your torch")
+
+
+def check_group_choices(args: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """`magnitude=foo` -> one line naming the group and its options, before Hydra's multi-line report."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in args if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001  (syntax errors: Hydra reports them itself)
+        return
+    for override in parsed:
+        folder = conf_dir / override.key_or_group
+        if override.package or override.is_delete() or not folder.is_dir():
+            continue
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        for value in values:
+            if value is not None and str(value) not in options:
+                fail(f"{override.key_or_group}={value!r}: unknown {override.key_or_group} "
+                     f"(choose from: {', '.join(options)})")
+
+
+def _remove_fresh_run_dir(run_dir: Path, stop_at: Path) -> None:
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent = run_dir.parent
+    while parent != stop_at and stop_at in parent.parents and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+def quiet_libraries() -> None:
+    """Our own progress bar and log lines are the interesting ones; silence per-file loading bars and notices."""
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+
+
+def run_job(cfg) -> dict | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dti import train
+
+    quiet_libraries()
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    fresh = {p.name for p in run_dir.iterdir()} <= HYDRA_FILES  # only what Hydra itself just wrote
+    try:
+        return train.run(cfg, run_dir)
+    except InputError as err:
+        if fresh:
+            _remove_fresh_run_dir(run_dir, Path(hydra_cfg.runtime.cwd))
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        fail(str(err))

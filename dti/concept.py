@@ -1,0 +1,143 @@
+"""The concept's token table: a few fp32 rows beside each text encoder's frozen vocabulary.
+
+Adding a concept adds n placeholder tokens (`<dog>`, `<dog>_1`, …, diffusers' multi-vector convention) to every
+tokenizer of the backbone and wraps each encoder's input-embedding lookup: ids of the new tokens read
+`magnitude · direction` from a small trainable table (cast to the encoder's dtype), every other id reads the
+frozen vocabulary, which never receives a gradient and is never written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dti.backbones.base import Backbone, TextEncoderSlot
+from dti.errors import InputError
+from dti.magnitude import Magnitude
+
+
+class ConceptTable(nn.Module):
+    """Trainable rows of one encoder, always fp32.
+
+    With a fixed magnitude (DTI) `weight` holds unit directions v and the embedding is m*·v; with no magnitude
+    (plain TI) `weight` is the embedding itself. `prior` is μ, the normalised initializer embedding of each row.
+    """
+
+    def __init__(self, init: torch.Tensor, magnitude: torch.Tensor | None):
+        super().__init__()
+        init = init.detach().float()
+        self.fixed_norm = magnitude is not None
+        self.weight = nn.Parameter(F.normalize(init, dim=-1) if self.fixed_norm else init.clone())
+        self.register_buffer("prior", F.normalize(init, dim=-1))
+        self.register_buffer("magnitude", magnitude.float() if magnitude is not None else init.norm(dim=-1))
+
+    def embeddings(self) -> torch.Tensor:
+        return self.magnitude[:, None] * self.weight if self.fixed_norm else self.weight
+
+    @torch.no_grad()
+    def stats(self) -> dict[str, torch.Tensor]:
+        """‖e‖, cos(v, μ) and the data gradient's ‖g‖, averaged over rows (tensors: no host sync here)."""
+        e = self.embeddings()
+        out = {"norm": e.norm(dim=-1).mean(), "cos_prior": F.cosine_similarity(e, self.prior, dim=-1).mean()}
+        if self.weight.grad is not None:
+            out["grad_norm"] = self.weight.grad.norm(dim=-1).mean()
+        return out
+
+
+class ConceptEmbedding(nn.Module):
+    """Drop-in replacement for an encoder's `nn.Embedding`: ids >= `first_id` come from the concept table."""
+
+    def __init__(self, frozen: nn.Embedding, first_id: int, table: ConceptTable):
+        super().__init__()
+        self.frozen = frozen
+        self.first_id = first_id
+        # Not registered as a submodule, on purpose: encoder-wide .to(bf16) or .requires_grad_(False) must not
+        # reach the fp32 trainable table.
+        object.__setattr__(self, "table", table)
+
+    @property
+    def weight(self) -> torch.Tensor:  # some library code inspects the embedding's weight (dtype, device)
+        return self.frozen.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        frozen = self.frozen(ids.clamp(max=self.first_id - 1))
+        rows = self.table.embeddings().to(frozen.dtype)
+        is_new = ids >= self.first_id
+        new = rows[(ids - self.first_id).clamp(0, rows.shape[0] - 1)]
+        return torch.where(is_new.unsqueeze(-1), new, frozen)
+
+
+def _initializer_ids(slot: TextEncoderSlot, word: str) -> list[int]:
+    return slot.tokenizer(word, add_special_tokens=False).input_ids
+
+
+def _check_placeholder(slot: TextEncoderSlot, token: str) -> None:
+    if not token or any(c.isspace() for c in token):
+        raise InputError("placeholder", token, "must be one word without spaces")
+    pieces = slot.tokenizer.tokenize(token)
+    in_vocab = token in slot.tokenizer.get_vocab() or (
+        len(pieces) == 1 and slot.tokenizer.convert_tokens_to_ids(pieces[0]) != slot.tokenizer.unk_token_id
+    )
+    if in_vocab:
+        raise InputError("placeholder", token, f"already in the {slot.key} vocabulary; pick a new token like <{token}>")
+
+
+@dataclass
+class Concept:
+    """A placeholder and its tables, one per text encoder of the backbone."""
+
+    placeholder: str
+    tokens: list[str]
+    tables: dict[str, ConceptTable]  # by encoder key
+    initializer: str
+
+    def prompt(self, template: str) -> str:
+        """Fill a "{}" template with the placeholder expanded to all its tokens (what diffusers does at load)."""
+        return template.format(" ".join(self.tokens))
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": [t.weight], "prior": t.prior, "name": key} for key, t in self.tables.items()]
+
+    def embeddings(self) -> dict[str, torch.Tensor]:
+        """Final fp32 rows (m*·v for DTI) per encoder key, detached, on the CPU."""
+        return {key: t.embeddings().detach().float().cpu().contiguous() for key, t in self.tables.items()}
+
+
+def add_concept(
+    backbone: Backbone, placeholder: str, initializer: str, magnitude: Magnitude, num_vectors: int | None = None,
+) -> Concept:
+    """Add `placeholder` to every tokenizer of `backbone` and wrap every encoder's lookup with a new table."""
+    if num_vectors is not None and num_vectors < 1:
+        raise InputError("num_vectors", num_vectors, "must be a positive integer or null")
+    init_ids = {}
+    for slot in backbone.encoders:
+        _check_placeholder(slot, placeholder)
+        ids = _initializer_ids(slot, initializer)
+        if not ids:
+            raise InputError("initializer", initializer, f"tokenizes to nothing with the {slot.key} tokenizer")
+        init_ids[slot.key] = ids
+    # One count for all encoders (the placeholder string is shared); the first tokenizer decides.
+    n = num_vectors or len(init_ids[backbone.encoders[0].key])
+    tokens = [placeholder] + [f"{placeholder}_{i}" for i in range(1, n)]
+    tables = {}
+    for slot in backbone.encoders:
+        # extra vectors start from the last initializer token; a forced smaller count keeps the first ones
+        ids = (init_ids[slot.key] + [init_ids[slot.key][-1]] * n)[:n]
+        frozen = slot.input_embeddings()
+        first_id = len(slot.tokenizer)
+        added = slot.tokenizer.add_tokens(tokens)
+        new_ids = slot.tokenizer.convert_tokens_to_ids(tokens)
+        if added != n or new_ids != list(range(first_id, first_id + n)):
+            raise InputError("placeholder", placeholder, f"could not be added to the {slot.key} tokenizer as new tokens")
+        check = slot.tokenizer(" ".join(tokens), add_special_tokens=False).input_ids
+        if check != new_ids:
+            raise InputError("placeholder", placeholder, f"does not tokenize to its own ids in {slot.key}: {check}")
+        init = frozen.weight[torch.tensor(ids, device=frozen.weight.device)].detach().float()
+        m = magnitude(frozen.weight[: slot.num_vocab_rows], init, slot.tokenizer.all_special_ids)
+        table = ConceptTable(init, m).to(frozen.weight.device)
+        slot.set_input_embeddings(ConceptEmbedding(frozen, first_id, table))
+        tables[slot.key] = table
+    return Concept(placeholder, tokens, tables, initializer)

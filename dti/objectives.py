@@ -1,0 +1,29 @@
+"""Diffusion training objectives, shared by backbones. Each draws (timestep, noise) from the trainer's generator."""
+
+from __future__ import annotations
+
+import torch
+
+
+class NoisePrediction:
+    """DDPM objective: x_t = sqrt(ᾱ_t)·x0 + sqrt(1-ᾱ_t)·ε with t uniform over the training timesteps.
+
+    Target ε for `epsilon` checkpoints (SDXL base) or v = sqrt(ᾱ)·ε − sqrt(1-ᾱ)·x0 for `v_prediction`.
+    ᾱ lives on the training device so the step needs no host round trip.
+    """
+
+    def __init__(self, alphas_cumprod: torch.Tensor, prediction_type: str, device: torch.device):
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+        self.alphas_cumprod = alphas_cumprod.to(device=device, dtype=torch.float32)
+        self.prediction_type = prediction_type
+
+    def __call__(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (noisy input, timesteps, target), all float32 except the integer timesteps."""
+        x0 = x0.float()
+        t = torch.randint(0, len(self.alphas_cumprod), (x0.shape[0],), generator=generator, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        a = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        target = noise if self.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        return noisy, t, target

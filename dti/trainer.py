@@ -1,0 +1,190 @@
+"""The training loop: cached latents, pre-tokenised prompts, one optimizer over the concept's tables.
+
+Randomness of a step (which images and templates, latent sampling, timesteps, noise) is drawn for the whole
+effective batch up front from one generator on the training device, then split into micro-batches: gradient
+accumulation sees the same draws as one big batch, and a resumed run sees the draws an uninterrupted run would.
+Nothing in the step reads a value back to the host except on logging, checkpoint and validation steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dti import checkpoint, io
+from dti.backbones.base import Backbone
+from dti.concept import Concept
+from dti.errors import InputError
+from dti.export import save_embeddings
+from dti.images import grid
+from dti.templates import TEMPLATES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationSettings:
+    every: int = 100  # 0: only at the end
+    prompts: list[str] = field(default_factory=lambda: ["a photo of a {}"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    resolution: int = 1024
+    num_inference_steps: int = 25
+    guidance_scale: float = 5.0
+    enabled: bool = True
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 400
+    batch_size: int = 4
+    grad_accum: int = 1
+    resolution: int = 768
+    templates: str = "object"
+    random_flip: bool = False
+    sample_latents: bool = True  # draw from the VAE posterior each step (as re-encoding would); False: its mean
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    resume: str = "auto"  # auto: latest checkpoint in the run directory; never; or a checkpoint path
+    seed: int = 42
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "resolution", "log_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"train.{name}", value, "must be a positive integer")
+        if self.resolution % 8:
+            raise InputError("train.resolution", self.resolution, "must be a multiple of 8")
+        if self.templates not in TEMPLATES:
+            raise InputError("train.templates", self.templates, f"choose from {', '.join(TEMPLATES)}")
+
+
+class Trainer:
+    def __init__(self, backbone: Backbone, concept: Concept, optimizer: torch.optim.Optimizer, images: list,
+                 subject: str, settings: TrainSettings, validation: ValidationSettings, run_dir: Path, logger):
+        self.backbone, self.concept, self.optimizer = backbone, concept, optimizer
+        self.images, self.subject, self.settings, self.validation = images, subject, settings, validation
+        self.run_dir, self.logger = Path(run_dir), logger
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.generator = torch.Generator(backbone.device).manual_seed(settings.seed)
+        self.step = 0
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {
+            "tokens": self.concept.tokens,
+            "tables": {k: t.weight.detach().cpu().clone() for k, t in self.concept.tables.items()},
+            "optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_state(self.generator),
+        }
+
+    def _find_resume(self) -> Path | None:
+        resume = str(self.settings.resume)
+        if resume == "never":
+            return None
+        if resume == "auto":
+            found = checkpoint.list_checkpoints(self.ckpt_dir)
+            return found[-1][1] if found else None
+        if not Path(resume).is_file():
+            raise InputError("train.resume", resume, "is not auto, never or an existing checkpoint file")
+        return Path(resume)
+
+    def resume(self) -> None:
+        path = self._find_resume()
+        if path is None:
+            return
+        state = checkpoint.load(path)
+        if state["tokens"] != self.concept.tokens or state["tables"].keys() != self.concept.tables.keys():
+            raise InputError("train.resume", str(path), f"was made for tokens {state['tokens']}, "
+                             f"not {self.concept.tokens}; use train.resume=never or another run directory")
+        with torch.no_grad():
+            for key, table in self.concept.tables.items():
+                table.weight.copy_(state["tables"][key])
+        self.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.restore_rng(self.generator, state["rng"])
+        self.step = state["step"]
+        self._truncate_log(self.step)
+        log.info("resumed from %s (step %d)", path, self.step)
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines an interrupted run wrote after the checkpoint we resume from."""
+        path = self.run_dir / "train_log.jsonl"
+        if path.exists():
+            lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
+            io.write_text(path, "".join(l + "\n" for l in lines))
+
+    # -- loop -----------------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        s = self.settings
+        if (self.run_dir / "done.json").exists() and self.step >= s.steps:
+            log.info("%s is complete; nothing to do", self.run_dir)
+            return json.loads((self.run_dir / "done.json").read_text())
+        started = time.perf_counter()
+        cache = self.backbone.cache_latents(self.images, s.resolution, s.random_flip)
+        if not s.sample_latents:
+            cache.std = None
+        templates = TEMPLATES[s.templates]
+        token_ids = self.backbone.tokenize([self.concept.prompt(t) for t in templates])
+        device, batch = self.backbone.device, s.batch_size * s.grad_accum
+        bar = tqdm(total=s.steps, initial=self.step, desc=f"train {self.subject}", dynamic_ncols=True)
+        while self.step < s.steps:
+            self.step += 1
+            image_idx = torch.randint(len(cache), (batch,), generator=self.generator, device=device)
+            template_idx = torch.randint(len(templates), (batch,), generator=self.generator, device=device)
+            x0, extras = cache.draw(image_idx, self.generator)
+            noisy, t, target = self.backbone.objective(x0, self.generator)
+            loss_sum = torch.zeros((), device=device)
+            for part in torch.arange(batch, device=device).split(s.batch_size):
+                cond = self.backbone.encode_text([ids[template_idx[part]] for ids in token_ids])
+                loss = self.backbone.loss(noisy[part], t[part], target[part], cond,
+                                          {k: v[part] for k, v in extras.items()})
+                (loss * (len(part) / batch)).backward()
+                loss_sum += loss.detach() * (len(part) / batch)
+            stats = {k: tab.stats() for k, tab in self.concept.tables.items()} if self._due(s.log_every) else None
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            bar.update(1)
+            if stats is not None:
+                self._log(loss_sum, stats, bar)
+            if self._due(s.checkpoint_every):
+                checkpoint.save(self.ckpt_dir, self.step, self._state(), s.keep_checkpoints)
+            if self.validation.enabled and self.validation.every and self.step % self.validation.every == 0 \
+                    and self.step < s.steps:
+                self.validate()
+        bar.close()
+        files = save_embeddings(self.concept, self.backbone.encoders, self.run_dir / "embeddings", self.subject)
+        if self.validation.enabled:
+            self.validate()
+        done = {"step": self.step, "subject": self.subject, "tokens": self.concept.tokens,
+                "embeddings": [str(f.relative_to(self.run_dir)) for f in files],
+                "train_seconds_this_process": round(time.perf_counter() - started, 3)}
+        io.write_json(self.run_dir / "done.json", done)  # written last: its presence means the run is complete
+        return done
+
+    def _due(self, every: int) -> bool:
+        return self.step % every == 0 or self.step == self.settings.steps
+
+    def _log(self, loss: torch.Tensor, stats: dict, bar) -> None:
+        record = {"step": self.step, "loss": loss.item()}
+        for key, values in stats.items():
+            for name, value in values.items():
+                record[f"{key}/{name}"] = value.item()
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+        with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:  # append-only log, one line each
+            f.write(json.dumps(record) + "\n")
+        self.logger.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=self.step)
+
+    def validate(self) -> Path:
+        v = self.validation
+        prompts = [self.concept.prompt(p) for p in v.prompts for _ in v.seeds]
+        seeds = [seed for _ in v.prompts for seed in v.seeds]
+        images = self.backbone.generate(prompts, seeds, v.resolution, v.num_inference_steps, v.guidance_scale)
+        path = self.run_dir / "validation" / f"step_{self.step:06d}.png"
+        io.save_image(path, grid(images, columns=len(v.seeds)))
+        self.logger.log_image("validation", path, step=self.step, caption=" | ".join(v.prompts))
+        return path
