@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,6 +17,21 @@ from dti.errors import InputError
 from dti.loggers import NullLogger
 from dti.magnitude import Magnitude
 from dti.trainer import Trainer, TrainSettings, ValidationSettings
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate(node, **kwargs):
+    """hydra.utils.instantiate, but bad input raised by a target surfaces as itself, not wrapped by Hydra."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, InputError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def _number(cfg: DictConfig, key: str, minimum: float, strict: bool) -> float:
@@ -42,15 +59,15 @@ def _settings(cls, node: DictConfig | None, **extra):
 
 
 def build_subject(cfg: DictConfig) -> Subject:
-    return instantiate(cfg.data)
+    return _instantiate(cfg.data)
 
 
 def build_magnitude(cfg: DictConfig) -> Magnitude:
-    return instantiate(cfg.magnitude)
+    return _instantiate(cfg.magnitude)
 
 
 def build_optimizer_factory(cfg: DictConfig):
-    return instantiate(cfg.optimizer)  # a partial: the parameters come from the concept
+    return _instantiate(cfg.optimizer)  # a partial: the parameters come from the concept
 
 
 def check_compatible(magnitude: Magnitude, optimizer_factory) -> None:
@@ -65,7 +82,15 @@ def check_compatible(magnitude: Magnitude, optimizer_factory) -> None:
 
 def build_backbone(cfg: DictConfig) -> Backbone:
     node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "name"])  # name: run-dir label only
-    return instantiate(node)
+    try:
+        return _instantiate(node)
+    except (InstantiationException, OSError) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        if not isinstance(cause, OSError):  # missing files, unreachable hub: the user's input; anything else: a bug
+            raise
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise InputError("model.pretrained", cfg.model.get("pretrained", cfg.model.name),
+                         f"cannot be loaded ({first_line})") from None
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, logger=None) -> tuple[Trainer, Concept, Subject]:
@@ -79,6 +104,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger=None) -> tuple[Trainer,
     backbone = build_backbone(cfg)
     placeholder = cfg.placeholder or f"<{subject.name}>"
     concept = add_concept(backbone, placeholder, subject.initializer, magnitude, cfg.num_vectors)
+    for key, table in concept.tables.items():
+        log.info("%s: tokens %s from initializer %r, |e| %s", key, concept.tokens, subject.initializer,
+                 [round(x, 4) for x in table.embeddings().norm(dim=-1).tolist()])
     optimizer = optimizer_factory(concept.param_groups())
     trainer = Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, validation, run_dir,
                       logger or NullLogger())
@@ -86,5 +114,5 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger=None) -> tuple[Trainer,
 
 
 def build_logger(cfg: DictConfig, run_dir: Path):
-    factory = instantiate(cfg.logger)  # a partial: the run directory and the resolved config come from here
+    factory = _instantiate(cfg.logger)  # a partial: the run directory and the resolved config come from here
     return factory(run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True))

@@ -131,7 +131,8 @@ def add_concept(
         added = slot.tokenizer.add_tokens(tokens)
         new_ids = slot.tokenizer.convert_tokens_to_ids(tokens)
         if added != n or new_ids != list(range(first_id, first_id + n)):
-            raise InputError("placeholder", placeholder, f"could not be added to the {slot.key} tokenizer as new tokens")
+            raise InputError("placeholder", placeholder,
+                             f"could not be added to the {slot.key} tokenizer as new tokens")
         check = slot.tokenizer(" ".join(tokens), add_special_tokens=False).input_ids
         if check != new_ids:
             raise InputError("placeholder", placeholder, f"does not tokenize to its own ids in {slot.key}: {check}")

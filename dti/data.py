@@ -49,5 +49,5 @@ def folder_subject(path: str, class_word: str, subject: str | None = None, initi
     if not class_word or not str(class_word).strip():
         raise InputError("data.class_word", class_word, "is required for data=folder")
     name = subject or Path(path).name
-    return Subject(name, str(class_word), _initializer(initializer, str(class_word)), load_images(Path(path), "data.path"),
-                   live)
+    images = load_images(Path(path), "data.path")
+    return Subject(name, str(class_word), _initializer(initializer, str(class_word)), images, live)

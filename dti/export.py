@@ -31,7 +31,7 @@ def save_embeddings(concept, encoders, folder: Path, subject: str) -> list[Path]
     return files
 
 
-def read_token_file(path: Path) -> tuple[str, "torch.Tensor"]:  # noqa: F821
+def read_token_file(path: Path) -> tuple[str, torch.Tensor]:  # noqa: F821
     """The (token, [n, d] tensor) of a diffusers-format embedding file."""
     state = load_file(str(path))
     if len(state) != 1:

@@ -45,7 +45,7 @@ class WandbLogger(NullLogger):
         mode = mode or os.environ.get("WANDB_MODE") or ("online" if wandb_key_configured() else "offline")
         run_id = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
         self.run = wandb.init(project=project, entity=entity, mode=mode, dir=str(run_dir), config=run_config,
-                              name=name or Path(run_dir).name, group=group, tags=list(tags or []),
+                              name=name or "/".join(Path(run_dir).parts[-3:]), group=group, tags=list(tags or []),
                               job_type=job_type, id=run_id, resume="allow")
 
     def log(self, metrics, step):

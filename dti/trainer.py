@@ -115,8 +115,8 @@ class Trainer:
         """Drop log lines an interrupted run wrote after the checkpoint we resume from."""
         path = self.run_dir / "train_log.jsonl"
         if path.exists():
-            lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
-            io.write_text(path, "".join(l + "\n" for l in lines))
+            lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+            io.write_text(path, "".join(ln + "\n" for ln in lines))
 
     # -- loop -----------------------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -125,6 +125,7 @@ class Trainer:
             log.info("%s is complete; nothing to do", self.run_dir)
             return json.loads((self.run_dir / "done.json").read_text())
         started = time.perf_counter()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         cache = self.backbone.cache_latents(self.images, s.resolution, s.random_flip)
         if not s.sample_latents:
             cache.std = None

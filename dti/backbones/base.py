@@ -8,8 +8,9 @@ from already-loaded components for validation. Adding a backbone = one module im
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from PIL import Image
