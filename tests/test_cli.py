@@ -84,3 +84,24 @@ def test_bad_input_in_process(tmp_path, case, field):
         train.run(compose_cfg([*FAST, *overrides]), run_dir)
     assert str(err.value).startswith(field) and "\n" not in str(err.value)
     assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_launch_sweeps_every_optimizer_and_magnitude(tmp_path):
+    """launch.py -m over optimizers x magnitudes (one process, Hydra's basic launcher), and plain TI."""
+    tiny = ["model=tiny_sdxl", "data=synthetic", "train.steps=2", "train.batch_size=1", "train.log_every=1",
+            "train.validation.every=0", "train.validation.seeds=[0]", "train.validation.num_inference_steps=1"]
+    sweep = launch("-m", *tiny, "optimizer=rsgd,adamw_proj", "magnitude=mean,min,max,float,init", cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    ti = launch(*tiny, "+experiment=ti", cwd=tmp_path)
+    assert ti.returncode == 0, ti.stderr[-3000:]
+    runs = sorted(p.parent for p in tmp_path.rglob("done.json"))
+    assert len(runs) == 11
+    names = {str(r.relative_to(tmp_path)) for r in runs}
+    settings = ",".join(sorted(tiny[2:]))  # override dirname: sorted overrides, model/data excluded
+    assert f"multirun/default/magnitude=float,optimizer=adamw_proj,{settings}/toy" in names
+    assert f"outputs/tiny_sdxl/toy/+experiment=ti,{settings}" in names
+    for run in runs:
+        for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors", "toy.safetensors"):
+            assert (run / "embeddings" / name).is_file()
+        assert (run / ".hydra" / "config.yaml").is_file() and (run / "validation" / "step_000002.png").is_file()

@@ -101,7 +101,8 @@ class SDXLBackbone(Backbone):
         hidden_1 = self.text_encoder(ids_1, output_hidden_states=True).hidden_states[-2]
         out_2 = self.text_encoder_2(ids_2, output_hidden_states=True)
         eos = (ids_2 == self.tokenizer_2.eos_token_id).int().argmax(dim=-1)
-        pooled = self.text_encoder_2.text_projection(out_2.last_hidden_state[torch.arange(len(eos)), eos])
+        rows = torch.arange(len(eos), device=eos.device)
+        pooled = self.text_encoder_2.text_projection(out_2.last_hidden_state[rows, eos])
         return {"prompt_embeds": torch.cat([hidden_1, out_2.hidden_states[-2]], dim=-1), "pooled": pooled}
 
     # -- training -------------------------------------------------------------------------------------------
