@@ -65,6 +65,11 @@ class ConceptEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         frozen = self.frozen(ids.clamp(max=self.first_id - 1))
         rows = self.table.embeddings().to(frozen.dtype)
+        # Some lookups scale their output (transformers' Gemma-2 multiplies by sqrt(hidden) inside the embedding
+        # module): scale the concept rows the same way. m* is a norm of the *table* rows, before this scale.
+        scale = getattr(self.frozen, "embed_scale", None)
+        if scale is not None:
+            rows = rows * scale.to(rows.dtype)
         is_new = ids >= self.first_id
         new = rows[(ids - self.first_id).clamp(0, rows.shape[0] - 1)]
         return torch.where(is_new.unsqueeze(-1), new, frozen)
@@ -77,6 +82,9 @@ def _initializer_ids(slot: TextEncoderSlot, word: str) -> list[int]:
 def _check_placeholder(slot: TextEncoderSlot, token: str) -> None:
     if not token or any(c.isspace() for c in token):
         raise InputError("placeholder", token, "must be one word without spaces")
+    if slot.preprocess(token) != token:
+        raise InputError("placeholder", token, f"is changed by the {slot.key} pipeline's prompt preprocessing "
+                         f"(to {slot.preprocess(token)!r}); use that form")
     pieces = slot.tokenizer.tokenize(token)
     in_vocab = token in slot.tokenizer.get_vocab() or (
         len(pieces) == 1 and slot.tokenizer.convert_tokens_to_ids(pieces[0]) != slot.tokenizer.unk_token_id
@@ -133,7 +141,7 @@ def add_concept(
         if added != n or new_ids != list(range(first_id, first_id + n)):
             raise InputError("placeholder", placeholder,
                              f"could not be added to the {slot.key} tokenizer as new tokens")
-        check = slot.tokenizer(" ".join(tokens), add_special_tokens=False).input_ids
+        check = slot.tokenizer(slot.preprocess(" ".join(tokens)), add_special_tokens=False).input_ids
         if check != new_ids:
             raise InputError("placeholder", placeholder, f"does not tokenize to its own ids in {slot.key}: {check}")
         init = frozen.weight[torch.tensor(ids, device=frozen.weight.device)].detach().float()

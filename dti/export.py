@@ -17,6 +17,8 @@ from dti import io
 # stock pipeline class -> "module:function" that adds saved embeddings to it; one line per backbone
 PIPELINE_LOADERS = {
     "StableDiffusionXLPipeline": "dti.backbones.sdxl:load_into_pipeline",
+    "SanaPipeline": "dti.backbones.sana:load_into_pipeline",
+    "WanPipeline": "dti.backbones.wan:load_into_pipeline",
 }
 
 
@@ -39,8 +41,27 @@ def read_token_file(path: Path) -> tuple[str, torch.Tensor]:  # noqa: F821
     return next(iter(state.items()))
 
 
-def load_embeddings(pipe, path: str | Path, token: str | None = None):
-    """Add the concept saved in a run's `embeddings/` folder (or the run folder itself) to a stock pipeline."""
+def add_tokens(tokenizer, text_encoder, token: str, rows) -> list[str]:
+    """Add `token` (`token`, `token_1`, … for several rows) to a tokenizer and write its rows into the encoder's
+    embedding table, growing the table only where the new ids do not fit (UMT5's table has spare rows)."""
+    import torch
+
+    tokens = [token] + [f"{token}_{i}" for i in range(1, rows.shape[0])]
+    if tokenizer.add_tokens(tokens) != len(tokens):
+        raise ValueError(f"{token} (or one of its _N tokens) is already in the tokenizer")
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    if max(ids) >= text_encoder.get_input_embeddings().num_embeddings:
+        text_encoder.resize_token_embeddings(max(ids) + 1)
+    weight = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        weight[torch.tensor(ids, device=weight.device)] = rows.to(weight.device, weight.dtype)
+    return tokens
+
+
+def load_embeddings(pipe, path: str | Path, token: str | None = None) -> list[str]:
+    """Add the concept saved in a run's `embeddings/` folder (or the run folder itself) to a stock pipeline.
+    Returns the concept's tokens. SDXL expands a multi-vector `<dog>` in prompts by itself; SanaPipeline and
+    WanPipeline do not, so write `" ".join(tokens)` where the concept goes."""
     folder = Path(path)
     if (folder / "embeddings").is_dir():
         folder = folder / "embeddings"

@@ -45,6 +45,15 @@ def resize_center_crop(image: Image.Image, resolution: int) -> tuple[torch.Tenso
     return torch.from_numpy(array).permute(2, 0, 1).contiguous(), (h, w), (top, left)
 
 
+def prepare(images: list[Image.Image], resolution: int, flip: bool):
+    """`resize_center_crop` of every image and, with `flip`, of its mirror image too (cached as extra samples)."""
+    out = []
+    for image in images:
+        variants = [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] if flip else [image]
+        out += [resize_center_crop(im, resolution) for im in variants]
+    return out
+
+
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """(N, C, H, W) in [-1, 1] -> PIL images."""
     array = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

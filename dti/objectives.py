@@ -27,3 +27,30 @@ class NoisePrediction:
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         target = noise if self.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
         return noisy, t, target
+
+
+class FlowMatching:
+    """Rectified-flow objective (SANA, Wan): x_t = (1−σ)·x0 + σ·ε, target ε − x0, MSE.
+
+    σ and the model's timestep come from a uniformly drawn index into a `FlowMatchEulerDiscreteScheduler`'s
+    training schedule (its `shift` bends σ toward noise; 1.0 keeps σ uniform).
+    """
+
+    def __init__(self, timesteps: torch.Tensor, sigmas: torch.Tensor, device: torch.device):
+        self.timesteps = timesteps.to(device=device, dtype=torch.float32)
+        self.sigmas = sigmas[: len(timesteps)].to(device=device, dtype=torch.float32)
+
+    def __call__(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x0 = x0.float()
+        idx = torch.randint(0, len(self.timesteps), (x0.shape[0],), generator=generator, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        sigma = self.sigmas[idx].view(-1, *([1] * (x0.dim() - 1)))
+        return (1 - sigma) * x0 + sigma * noise, self.timesteps[idx], noise - x0
+
+    @classmethod
+    def from_scheduler_config(cls, config: dict, shift: float, device: torch.device) -> FlowMatching:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=config.get("num_train_timesteps", 1000),
+                                                    shift=shift)
+        return cls(scheduler.timesteps, scheduler.sigmas, device)

@@ -33,7 +33,7 @@ class ValidationSettings:
     every: int = 100  # 0: only at the end
     prompts: list[str] = field(default_factory=lambda: ["a photo of a {}"])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
-    resolution: int = 1024
+    resolution: int | list[int] = 1024  # one number, or [height, width]
     num_inference_steps: int = 25
     guidance_scale: float = 5.0
     enabled: bool = True
@@ -139,9 +139,11 @@ class Trainer:
             template_idx = torch.randint(len(templates), (batch,), generator=self.generator, device=device)
             x0, extras = cache.draw(image_idx, self.generator)
             noisy, t, target = self.backbone.objective(x0, self.generator)
+            augment = self.backbone.text_augmentation(batch, self.generator)
             loss_sum = torch.zeros((), device=device)
             for part in torch.arange(batch, device=device).split(s.batch_size):
-                cond = self.backbone.encode_text([ids[template_idx[part]] for ids in token_ids])
+                cond = self.backbone.encode_text([ids[template_idx[part]] for ids in token_ids],
+                                                 {k: v[part] for k, v in augment.items()})
                 loss = self.backbone.loss(noisy[part], t[part], target[part], cond,
                                           {k: v[part] for k, v in extras.items()})
                 (loss * (len(part) / batch)).backward()
@@ -184,7 +186,8 @@ class Trainer:
         v = self.validation
         prompts = [self.concept.prompt(p) for p in v.prompts for _ in v.seeds]
         seeds = [seed for _ in v.prompts for seed in v.seeds]
-        images = self.backbone.generate(prompts, seeds, v.resolution, v.num_inference_steps, v.guidance_scale)
+        height, width = (v.resolution, v.resolution) if isinstance(v.resolution, int) else v.resolution
+        images = self.backbone.generate(prompts, seeds, height, width, v.num_inference_steps, v.guidance_scale)
         path = self.run_dir / "validation" / f"step_{self.step:06d}.png"
         io.save_image(path, grid(images, columns=len(v.seeds)))
         self.logger.log_image("validation", path, step=self.step, caption=" | ".join(v.prompts))

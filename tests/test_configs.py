@@ -17,7 +17,7 @@ def options(group):
 
 
 def test_groups_exist():
-    assert options("model") == ["sdxl", "tiny_sdxl"]
+    assert options("model") == ["sana_1.6b", "sana_4.8b", "sdxl", "tiny_sana", "tiny_sdxl", "tiny_wan", "wan_1.3b"]
     assert options("optimizer") == ["adamw", "adamw_proj", "rsgd"]
     assert options("magnitude") == ["float", "init", "max", "mean", "min", "none"]
     assert options("data") == ["dreambooth", "folder", "synthetic"]
@@ -25,27 +25,36 @@ def test_groups_exist():
     assert "demo" in options("experiment")
 
 
-@pytest.mark.parametrize("model,data,logger", itertools.product(options("model"), options("data"), options("logger")))
-def test_every_combination_composes_and_instantiates_light_parts(model, data, logger):
-    for optimizer, magnitude in itertools.product(options("optimizer"), options("magnitude")):
-        overrides = [f"model={model}", f"data={data}", f"logger={logger}", f"optimizer={optimizer}",
-                     f"magnitude={magnitude}"]
-        if data == "folder":
-            overrides += ["data.path=/some/cat", "data.class_word=cat"]
-        cfg = compose_cfg(overrides)
-        assert cfg.model.name == model and cfg.model._target_
-        check_scalars(cfg)
-        mag = build_magnitude(cfg)
-        assert isinstance(mag, Magnitude)
-        factory = build_optimizer_factory(cfg)
-        assert callable(factory) and hasattr(factory.func, "keeps_unit_rows")
-        if factory.func.keeps_unit_rows == mag.fixed:
+@pytest.mark.parametrize("model", options("model"))
+def test_every_combination_composes_and_instantiates_light_parts(model):
+    """Groups meet only through top-level values (kappa, data.subject, model.name, train.*), so every model is
+    composed with every optimizer x magnitude and with every data x logger: all pairs of groups, 24 per model."""
+    from hydra import compose, initialize_config_dir
+
+    folder = ["data.path=/some/cat", "data.class_word=cat"]
+    combos = [[f"optimizer={o}", f"magnitude={m}", "data=synthetic"]
+              for o, m in itertools.product(options("optimizer"), options("magnitude"))]
+    combos += [[f"data={d}", f"logger={lg}", *(folder if d == "folder" else [])]
+               for d, lg in itertools.product(options("data"), options("logger"))]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for overrides in combos:
+            check_light_parts(compose("launch", overrides=[f"model={model}", *overrides]), model)
+
+
+def check_light_parts(cfg, model):
+    assert cfg.model.name == model and cfg.model._target_
+    check_scalars(cfg)
+    mag = build_magnitude(cfg)
+    assert isinstance(mag, Magnitude)
+    factory = build_optimizer_factory(cfg)
+    assert callable(factory) and hasattr(factory.func, "keeps_unit_rows")
+    if factory.func.keeps_unit_rows == mag.fixed:
+        check_compatible(mag, factory)
+    else:  # e.g. rsgd with magnitude=none: refused with a one-line reason
+        with pytest.raises(InputError):
             check_compatible(mag, factory)
-        else:  # e.g. rsgd with magnitude=none: refused with a one-line reason
-            with pytest.raises(InputError):
-                check_compatible(mag, factory)
-        assert callable(instantiate(cfg.logger))
-        OmegaConf.to_container(cfg.train, resolve=True)
+    assert callable(instantiate(cfg.logger))
+    OmegaConf.to_container(cfg.train, resolve=True)
 
 
 def test_experiments_compose():
@@ -54,6 +63,25 @@ def test_experiments_compose():
     assert demo.train.resolution == 32 and demo.train.steps < 400
     ti = compose_cfg(["+experiment=ti"])
     assert ti.optimizer._target_ == "dti.optim.AdamW" and ti.magnitude._target_ == "dti.magnitude.Free"
+
+
+def test_model_defaults_follow_the_official_launchers():
+    table = {  # model: (steps, batch, accumulation, resolution, kappa, lr, validation resolution/steps/guidance)
+        "sdxl": (400, 4, 1, 768, 1e-4, 0.04, 1024, 25, 5.0),
+        "sana_1.6b": (500, 2, 2, 1024, 5e-5, 0.04, 1024, 20, 4.5),
+        "sana_4.8b": (500, 2, 2, 1024, 5e-5, 0.04, 1024, 20, 4.5),
+        "wan_1.3b": (500, 2, 2, 512, 5e-5, 0.04, [480, 832], 50, 5.0),
+    }
+    for model, expected in table.items():
+        cfg = compose_cfg([f"model={model}"])
+        t, v = cfg.train, cfg.train.validation
+        got = (t.steps, t.batch_size, t.grad_accum, t.resolution, cfg.kappa, cfg.optimizer.lr,
+               OmegaConf.to_container(v, resolve=True)["resolution"], v.num_inference_steps, v.guidance_scale)
+        assert got == expected, model
+    assert compose_cfg(["model=sana_4.8b"]).model.pretrained == "Efficient-Large-Model/SANA1.5_4.8B_1024px_diffusers"
+    assert compose_cfg(["model=wan_1.3b"]).model.pretrained == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+    # the command line still wins over a model's defaults
+    assert compose_cfg(["model=sana_1.6b", "kappa=1e-4", "train.steps=10"]).train.steps == 10
 
 
 def test_official_defaults():

@@ -32,7 +32,7 @@ def test_fresh_pipeline_reproduces_training_prompt_embeddings(train_run, initial
     assert not torch.allclose(pooled, trained["pooled"])
     # ... dti.load_embeddings (or the one-line fix in the README) pools at EOS, as training did
     fresh = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_path())
-    assert dti.load_embeddings(fresh, run_dir) == "<toy>"
+    assert dti.load_embeddings(fresh, run_dir) == concept.tokens
     embeds, _, pooled, _ = fresh.encode_prompt(prompt, do_classifier_free_guidance=False, device="cpu")
     assert torch.equal(embeds, trained["prompt_embeds"]) and torch.equal(pooled, trained["pooled"])
 

@@ -28,6 +28,8 @@ class TextEncoderSlot:
     max_length: int
     # rows the tokenizer can produce; the vocabulary statistics (magnitude) are taken over these
     num_vocab_rows: int = 0
+    # what the stock pipeline does to a prompt before tokenising it (SANA lower-cases, Wan cleans text)
+    preprocess: Callable[[str], str] = str
 
     def input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
@@ -74,16 +76,26 @@ class Backbone:
     def cache_latents(self, images: list[Image.Image], resolution: int, flip: bool) -> LatentCache:
         raise NotImplementedError
 
-    def tokenize(self, prompts: list[str]) -> list[torch.Tensor]:
-        """Token ids of each prompt for each encoder (padded to the encoder's length), on `self.device`."""
+    def tokenize(self, prompts: list[str], sampling: bool = False) -> list[torch.Tensor]:
+        """Token ids of each prompt for each encoder (padded to the encoder's length), on `self.device`.
+
+        `sampling` marks prompts for image generation, for backbones that tokenise those differently (SANA's
+        optional complex human instruction)."""
         return [
             slot.tokenizer(
-                prompts, padding="max_length", max_length=slot.max_length, truncation=True, return_tensors="pt"
+                [slot.preprocess(p) for p in prompts], padding="max_length", max_length=slot.max_length,
+                truncation=True, return_tensors="pt",
             ).input_ids.to(self.device)
             for slot in self.encoders
         ]
 
-    def encode_text(self, token_ids: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def text_augmentation(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Per-sample random draws for `encode_text` during training (e.g. SANA's zero-pad); none by default.
+        Drawn once per step for the whole effective batch, like the rest of the step's randomness."""
+        return {}
+
+    def encode_text(self, token_ids: list[torch.Tensor], augment: dict[str, torch.Tensor] | None = None
+                    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     # objective(x0, generator) -> (noisy, timesteps, target): the backbone's diffusion objective for a batch
@@ -96,6 +108,30 @@ class Backbone:
 
     @torch.no_grad()
     def generate(
-        self, prompts: list[str], seeds: list[int], resolution: int, num_inference_steps: int, guidance_scale: float
+        self, prompts: list[str], seeds: list[int], height: int, width: int, num_inference_steps: int,
+        guidance_scale: float,
     ) -> list[Image.Image]:
+        """One image per (prompt, seed), each from its own generator seeded by its seed alone."""
         raise NotImplementedError
+
+
+def load_scheduler_config(pretrained: str, revision: str | None = None) -> dict:
+    from diffusers import DDPMScheduler  # any ConfigMixin reads a config file; the class named in it is not built
+
+    return dict(DDPMScheduler.load_config(pretrained, subfolder="scheduler", revision=revision))
+
+
+def sampling_scheduler(config: dict):
+    """The checkpoint's own sampling scheduler class (named in its config), built from that config."""
+    import diffusers
+
+    return getattr(diffusers, config["_class_name"]).from_config(config)
+
+
+def check_tokenizer_size(slot: TextEncoderSlot, source: str, exact: bool = False, minimum: int = 100) -> None:
+    """A hub id that cannot be reached yields a tokenizer of a handful of special tokens, silently: refuse it.
+    `exact`: the tokenizer must cover the embedding table exactly (CLIP); otherwise it may be smaller (UMT5)."""
+    size, rows = len(slot.tokenizer), slot.encoder.config.vocab_size
+    if size != rows if exact else not minimum <= size <= rows:
+        raise RuntimeError(f"{source}: the {slot.key} tokenizer has {size} tokens for a {rows}-row embedding "
+                           "table; its files are missing or broken")

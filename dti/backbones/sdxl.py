@@ -7,15 +7,21 @@ import torch.nn.functional as F
 from diffusers import (
     AutoencoderKL,
     DDPMScheduler,
-    EulerDiscreteScheduler,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from dti.backbones.base import Backbone, LatentCache, TextEncoderSlot
-from dti.images import resize_center_crop, to_pil
+from dti.backbones.base import (
+    Backbone,
+    LatentCache,
+    TextEncoderSlot,
+    check_tokenizer_size,
+    load_scheduler_config,
+    sampling_scheduler,
+)
+from dti.images import prepare, to_pil
 from dti.objectives import NoisePrediction
 from dti.runtime import resolve_device, resolve_dtype
 
@@ -52,8 +58,8 @@ class SDXLBackbone(Backbone):
         # the SDXL VAE overflows in fp16 (its config sets force_upcast); fp32 costs little since latents are cached
         self.vae = AutoencoderKL.from_pretrained(vae or pretrained, subfolder=None if vae else "vae",
                                                  torch_dtype=self.vae_dtype, **({} if vae else kw))
-        scheduler_config = EulerDiscreteScheduler.load_config(pretrained, subfolder="scheduler", revision=revision)
-        self.sample_scheduler = EulerDiscreteScheduler.from_config(scheduler_config)
+        scheduler_config = load_scheduler_config(pretrained, revision)
+        self.sample_scheduler = sampling_scheduler(scheduler_config)
         train_scheduler = DDPMScheduler.from_config(scheduler_config)
         self.objective = NoisePrediction(
             train_scheduler.alphas_cumprod, train_scheduler.config.prediction_type, self.device
@@ -70,10 +76,7 @@ class SDXLBackbone(Backbone):
                             self.tokenizer_2.model_max_length, len(self.tokenizer_2)),
         ]
         for slot in self.encoders:
-            vocab = slot.encoder.config.vocab_size
-            if len(slot.tokenizer) != vocab:  # an unreachable hub id yields a 3-token tokenizer, silently
-                raise RuntimeError(f"{pretrained}: tokenizer for {slot.key} has {len(slot.tokenizer)} tokens but its "
-                                   f"text encoder has {vocab} rows; the tokenizer files are missing or broken")
+            check_tokenizer_size(slot, pretrained, exact=True)
         self.vae_scale = self.vae.config.scaling_factor
         self._pipeline: StableDiffusionXLPipeline | None = None
 
@@ -81,13 +84,10 @@ class SDXLBackbone(Backbone):
     @torch.no_grad()
     def cache_latents(self, images: list[Image.Image], resolution: int, flip: bool) -> LatentCache:
         pixels, time_ids = [], []
-        for image in images:
-            variants = [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] if flip else [image]
-            for im in variants:
-                px, (h, w), (top, left) = resize_center_crop(im, resolution)
-                pixels.append(px)
-                # SDXL micro-conditioning: original size, crop top-left, target size
-                time_ids.append(torch.tensor([h, w, top, left, resolution, resolution], dtype=torch.float32))
+        for px, (h, w), (top, left) in prepare(images, resolution, flip):
+            pixels.append(px)
+            # SDXL micro-conditioning: original size, crop top-left, target size
+            time_ids.append(torch.tensor([h, w, top, left, resolution, resolution], dtype=torch.float32))
         means, stds = [], []
         for chunk in torch.stack(pixels).split(4):
             dist = self.vae.encode(chunk.to(self.device, self.vae_dtype)).latent_dist
@@ -96,7 +96,7 @@ class SDXLBackbone(Backbone):
         return LatentCache(torch.cat(means), torch.cat(stds), {"time_ids": torch.stack(time_ids).to(self.device)})
 
     # -- conditioning ---------------------------------------------------------------------------------------
-    def encode_text(self, token_ids: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def encode_text(self, token_ids, augment=None):
         ids_1, ids_2 = token_ids
         hidden_1 = self.text_encoder(ids_1, output_hidden_states=True).hidden_states[-2]
         out_2 = self.text_encoder_2(ids_2, output_hidden_states=True)
@@ -127,29 +127,29 @@ class SDXLBackbone(Backbone):
         return self._pipeline
 
     @torch.no_grad()
-    def generate(self, prompts, seeds, resolution, num_inference_steps, guidance_scale):
-        cond = self.encode_text(self.tokenize(prompts))
+    def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale):
+        cond = self.encode_text(self.tokenize(prompts, sampling=True))
         # SDXL base zeroes the unconditional embedding (force_zeros_for_empty_prompt)
         latents = self.pipeline(
             prompt_embeds=cond["prompt_embeds"], pooled_prompt_embeds=cond["pooled"],
             negative_prompt_embeds=torch.zeros_like(cond["prompt_embeds"]),
             negative_pooled_prompt_embeds=torch.zeros_like(cond["pooled"]),
-            height=resolution, width=resolution, num_inference_steps=num_inference_steps,
+            height=height, width=width, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, output_type="latent",
             generator=[torch.Generator(self.device).manual_seed(int(s)) for s in seeds],
         ).images
         return to_pil(self.vae.decode(latents.to(self.vae_dtype) / self.vae_scale).sample)
 
 
-def load_into_pipeline(pipe: StableDiffusionXLPipeline, folder, token: str | None = None) -> str:
+def load_into_pipeline(pipe: StableDiffusionXLPipeline, folder, token: str | None = None) -> list[str]:
     """Stock diffusers loading of both files, plus EOS pooling so the pipeline conditions as training did."""
     from dti.export import read_token_file
 
-    saved, _ = read_token_file(folder / "learned_embeds.safetensors")
+    saved, rows = read_token_file(folder / "learned_embeds.safetensors")
     token = token or saved
     pipe.load_textual_inversion(str(folder / "learned_embeds.safetensors"), token=token,
                                 text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
     pipe.load_textual_inversion(str(folder / "learned_embeds_2.safetensors"), token=token,
                                 text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
     use_eos_pooling(pipe.text_encoder_2, pipe.tokenizer_2.eos_token_id)
-    return token
+    return [token] + [f"{token}_{i}" for i in range(1, rows.shape[0])]

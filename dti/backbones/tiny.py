@@ -83,12 +83,86 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> None:
     pipe.save_pretrained(folder)
 
 
+def build_tiny_sana(folder: Path, seed: int = 0) -> None:
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    from dti.backbones.tiny_tokenizers import gemma_style_tokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = gemma_style_tokenizer()
+    # Gemma-2's ids (pad 0, eos 1, bos 2); head_dim is explicit, as in the real config (heads x head_dim != hidden)
+    text_encoder = Gemma2Model(Gemma2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    ))
+    transformer = SanaTransformer2DModel(
+        patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=4,
+        num_cross_attention_heads=2, cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=32,
+        sample_size=32,
+    )
+    vae = AutoencoderDC(
+        in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock", "EfficientViTBlock"),
+        decoder_block_types=("ResBlock", "EfficientViTBlock"), encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8), encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
+        encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1), downsample_block_type="conv",
+        upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu",
+        scaling_factor=0.41407,
+    )
+    scheduler = DPMSolverMultistepScheduler(  # SANA 1.5's sampling scheduler config
+        algorithm_type="dpmsolver++", prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+        final_sigmas_type="zero", solver_order=2, num_train_timesteps=1000,
+    )
+    SanaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                 scheduler=scheduler).save_pretrained(folder)
+
+
+def build_tiny_wan(folder: Path, seed: int = 0) -> None:
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from dti.backbones.tiny_tokenizers import t5_style_tokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = t5_style_tokenizer()
+    # like UMT5-XXL, the embedding table has spare rows beyond the tokenizer's vocabulary
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer) + 64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    ))
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    scheduler = UniPCMultistepScheduler(  # Wan2.1's sampling scheduler config
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0, num_train_timesteps=1000,
+        solver_order=2, solver_type="bh2", final_sigmas_type="zero",
+    )
+    WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                scheduler=scheduler).save_pretrained(folder)
+
+
+BUILDERS = {"tiny_sdxl": build_tiny_sdxl, "tiny_sana": build_tiny_sana, "tiny_wan": build_tiny_wan}
+
+
+def tiny_path(name: str, cache_dir: str | None = None) -> Path:
+    return _build_once(name, BUILDERS[name], cache_dir)
+
+
 def tiny_sdxl_path(cache_dir: str | None = None) -> Path:
-    return _build_once("tiny_sdxl", build_tiny_sdxl, cache_dir)
+    return tiny_path("tiny_sdxl", cache_dir)
+
+
+def load_tiny(adapter: str, tiny_name: str, cache_dir: str | None = None, **kwargs):
+    """`model=tiny_*`: build (once) and load through the same adapter and path as the real model, e.g.
+    `load_tiny("dti.backbones.sana.SanaBackbone", "tiny_sana")`."""
+    from hydra.utils import get_class
+
+    return get_class(adapter)(pretrained=str(tiny_path(tiny_name, cache_dir)), **kwargs)
 
 
 def load_tiny_sdxl(cache_dir: str | None = None, **kwargs):
-    """`model=tiny_sdxl`: build (once) and load through the same adapter and path as `model=sdxl`."""
-    from dti.backbones.sdxl import SDXLBackbone
-
-    return SDXLBackbone(pretrained=str(tiny_sdxl_path(cache_dir)), **kwargs)
+    return load_tiny("dti.backbones.sdxl.SDXLBackbone", "tiny_sdxl", cache_dir, **kwargs)

@@ -1,0 +1,173 @@
+"""SANA 1.5: a Gemma-2 text encoder, a linear-attention DiT, the DC-AE autoencoder, flow-matching training."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderDC, SanaPipeline, SanaTransformer2DModel
+from transformers import AutoTokenizer, Gemma2Model
+
+from dti.backbones.base import (
+    Backbone,
+    LatentCache,
+    TextEncoderSlot,
+    check_tokenizer_size,
+    load_scheduler_config,
+    sampling_scheduler,
+)
+from dti.errors import InputError
+from dti.images import prepare, to_pil
+from dti.objectives import FlowMatching
+from dti.runtime import resolve_device, resolve_dtype
+
+STAGES = ("train", "sample")
+
+
+def default_complex_human_instruction() -> list[str]:
+    """The instruction SanaPipeline prepends at sampling time by default (read from diffusers, not copied)."""
+    return list(inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default)
+
+
+def _sana_preprocess(text: str) -> str:
+    return text.lower().strip()  # what SanaPipeline does to every prompt (clean_caption=False)
+
+
+class SanaBackbone(Backbone):
+    name = "sana"
+
+    def __init__(
+        self, pretrained: str, revision: str | None = None, variant: str | None = None, device: str = "auto",
+        dtype: str = "auto", vae_dtype: str = "auto", compile: bool = False, max_sequence_length: int = 300,
+        complex_human_instruction: str | list[str] | None = None, instruction_stages: tuple = STAGES,
+        zero_pad_scale: float = 0.0, zero_pad_max: int = 15, train_shift: float = 1.0, negative_prompt: str = "",
+    ):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.vae_dtype = resolve_dtype(vae_dtype, self.device)
+        kw = dict(revision=revision, variant=variant)
+        self.tokenizer = AutoTokenizer.from_pretrained(pretrained, subfolder="tokenizer", revision=revision)
+        self.tokenizer.padding_side = "right"  # as SanaPipeline
+        self.text_encoder = Gemma2Model.from_pretrained(pretrained, subfolder="text_encoder", dtype=self.dtype, **kw)
+        self.transformer = SanaTransformer2DModel.from_pretrained(pretrained, subfolder="transformer",
+                                                                  torch_dtype=self.dtype, **kw)
+        self.vae = AutoencoderDC.from_pretrained(pretrained, subfolder="vae", torch_dtype=self.vae_dtype, **kw)
+        scheduler_config = load_scheduler_config(pretrained, revision)
+        self.sample_scheduler = sampling_scheduler(scheduler_config)
+        self.objective = FlowMatching.from_scheduler_config(scheduler_config, train_shift, self.device)
+        for module in (self.text_encoder, self.transformer, self.vae):
+            module.requires_grad_(False).eval().to(self.device)
+        if compile:
+            self.transformer.compile(fullgraph=False, dynamic=False)
+
+        if complex_human_instruction == "default":
+            complex_human_instruction = default_complex_human_instruction()
+        unknown = set(instruction_stages) - set(STAGES)
+        if unknown:
+            raise InputError("model.instruction_stages", list(instruction_stages), f"choose from {STAGES}")
+        self.instruction = "\n".join(complex_human_instruction) if complex_human_instruction else ""
+        self.instruction_stages = tuple(instruction_stages)
+        self.max_sequence_length = max_sequence_length
+        if not 0 <= zero_pad_scale or not 0 <= zero_pad_max:
+            raise InputError("model.zero_pad_scale", zero_pad_scale, "must be >= 0 (0 disables zero-pad)")
+        self.zero_pad_scale, self.zero_pad_max = zero_pad_scale, zero_pad_max
+        self.negative_prompt = negative_prompt
+        self.encoders = [TextEncoderSlot("gemma2", self.tokenizer, self.text_encoder, "learned_embeds.safetensors",
+                                         max_sequence_length, len(self.tokenizer), _sana_preprocess)]
+        check_tokenizer_size(self.encoders[0], pretrained)
+        self.vae_scale = self.vae.config.scaling_factor
+        self._pipeline: SanaPipeline | None = None
+
+    @torch.no_grad()
+    def cache_latents(self, images, resolution, flip):
+        pixels = [px for px, _, _ in prepare(images, resolution, flip)]
+        latents = [self.vae.encode(chunk.to(self.device, self.vae_dtype)).latent.float() * self.vae_scale
+                   for chunk in torch.stack(pixels).split(4)]
+        return LatentCache(torch.cat(latents), None)  # DC-AE is deterministic: no posterior to sample
+
+    # -- conditioning: SanaPipeline.encode_prompt, with the instruction where the config asks for it ------------
+    def tokenize(self, prompts, sampling=False):
+        stage = "sample" if sampling else "train"
+        instruction = self.instruction if stage in self.instruction_stages else ""
+        texts = [instruction + _sana_preprocess(p) for p in prompts]
+        length = self.max_sequence_length
+        if instruction:
+            length = len(self.tokenizer.encode(instruction)) + self.max_sequence_length - 2
+        ids = self.tokenizer(texts, padding="max_length", max_length=length, truncation=True,
+                             add_special_tokens=True, return_tensors="pt").input_ids
+        return [ids.to(self.device)]
+
+    def text_augmentation(self, batch_size, generator):
+        """Zero-pad: k ~ floor(Exp(scale)) zero vectors prepended to the input embeddings, k clipped to [0, max]."""
+        if not self.zero_pad_scale:
+            return {}
+        k = torch.empty(batch_size, device=self.device).exponential_(1 / self.zero_pad_scale, generator=generator)
+        return {"zero_pad": k.floor().clamp(0, self.zero_pad_max).long()}
+
+    def encode_text(self, token_ids, augment=None):
+        (ids,) = token_ids
+        mask = (ids != self.tokenizer.pad_token_id).long()
+        if augment and "zero_pad" in augment:
+            embeds, mask = _prepend_zeros(self.text_encoder.get_input_embeddings()(ids), mask, augment["zero_pad"])
+            hidden = self.text_encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        else:
+            hidden = self.text_encoder(ids, attention_mask=mask).last_hidden_state
+        # keep the first token and the last max_sequence_length-1 (identity without an instruction)
+        keep = torch.cat([torch.zeros(1, dtype=torch.long),
+                          torch.arange(ids.shape[1] - self.max_sequence_length + 1, ids.shape[1])]).to(ids.device)
+        return {"prompt_embeds": hidden[:, keep], "mask": mask[:, keep]}
+
+    def loss(self, noisy, t, target, cond, extras):
+        prediction = self.transformer(
+            noisy.to(self.dtype), encoder_hidden_states=cond["prompt_embeds"].to(self.dtype),
+            encoder_attention_mask=cond["mask"], timestep=t * self.transformer.config.timestep_scale,
+            return_dict=False,
+        )[0]
+        return F.mse_loss(prediction.float(), target)
+
+    # -- sampling with the loaded components ----------------------------------------------------------------
+    @property
+    def pipeline(self) -> SanaPipeline:
+        if self._pipeline is None:
+            self._pipeline = SanaPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
+                                          transformer=self.transformer, scheduler=self.sample_scheduler)
+            self._pipeline.set_progress_bar_config(disable=True)
+        return self._pipeline
+
+    @torch.no_grad()
+    def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale):
+        cond = self.encode_text(self.tokenize(prompts, sampling=True))
+        # SanaPipeline encodes the negative prompt without the instruction
+        stages, self.instruction_stages = self.instruction_stages, ()
+        try:
+            uncond = self.encode_text(self.tokenize([self.negative_prompt] * len(prompts)))
+        finally:
+            self.instruction_stages = stages
+        latents = self.pipeline(
+            prompt_embeds=cond["prompt_embeds"], prompt_attention_mask=cond["mask"],
+            negative_prompt=None, negative_prompt_embeds=uncond["prompt_embeds"],
+            negative_prompt_attention_mask=uncond["mask"],
+            height=height, width=width, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            generator=[torch.Generator(self.device).manual_seed(int(s)) for s in seeds], output_type="latent",
+            use_resolution_binning=False,
+        ).images
+        return to_pil(self.vae.decode(latents.to(self.vae_dtype) / self.vae_scale).sample)
+
+
+def _prepend_zeros(embeds: torch.Tensor, mask: torch.Tensor, count: torch.Tensor):
+    """Shift each row right by its count, filling the front with zero vectors (attended); length is kept."""
+    length = embeds.shape[1]
+    source = torch.arange(length, device=embeds.device)[None] - count[:, None]
+    valid = source >= 0
+    index = source.clamp(min=0)
+    shifted = embeds.gather(1, index[..., None].expand(-1, -1, embeds.shape[-1])) * valid[..., None]
+    return shifted, torch.where(valid, mask.gather(1, index), torch.ones_like(mask))
+
+
+def load_into_pipeline(pipe, folder, token: str | None = None) -> list[str]:
+    """Add a saved concept to a stock SanaPipeline (diffusers has no load_textual_inversion for it)."""
+    from dti.export import add_tokens, read_token_file
+
+    saved, rows = read_token_file(folder / "learned_embeds.safetensors")
+    return add_tokens(pipe.tokenizer, pipe.text_encoder, token or saved, rows)

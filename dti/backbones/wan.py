@@ -1,0 +1,110 @@
+"""Wan2.1 text-to-video, used for images: each image is a one-frame video. UMT5 text encoder, a 3-D DiT, the Wan
+VAE with per-channel latent normalisation, flow-matching training."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
+from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+from transformers import AutoTokenizer, UMT5EncoderModel
+
+from dti.backbones.base import (
+    Backbone,
+    LatentCache,
+    TextEncoderSlot,
+    check_tokenizer_size,
+    load_scheduler_config,
+    sampling_scheduler,
+)
+from dti.images import prepare, to_pil
+from dti.objectives import FlowMatching
+from dti.runtime import resolve_device, resolve_dtype
+
+
+class WanBackbone(Backbone):
+    name = "wan"
+
+    def __init__(
+        self, pretrained: str, revision: str | None = None, variant: str | None = None, device: str = "auto",
+        dtype: str = "auto", vae_dtype: str = "float32", compile: bool = False, max_sequence_length: int = 512,
+        train_shift: float = 1.0, negative_prompt: str = "",
+    ):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.vae_dtype = resolve_dtype(vae_dtype, self.device)
+        kw = dict(revision=revision, variant=variant)
+        self.tokenizer = AutoTokenizer.from_pretrained(pretrained, subfolder="tokenizer", revision=revision)
+        self.text_encoder = UMT5EncoderModel.from_pretrained(pretrained, subfolder="text_encoder", dtype=self.dtype,
+                                                             **kw)
+        self.transformer = WanTransformer3DModel.from_pretrained(pretrained, subfolder="transformer",
+                                                                 torch_dtype=self.dtype, **kw)
+        self.vae = AutoencoderKLWan.from_pretrained(pretrained, subfolder="vae", torch_dtype=self.vae_dtype, **kw)
+        scheduler_config = load_scheduler_config(pretrained, revision)
+        self.sample_scheduler = sampling_scheduler(scheduler_config)
+        self.objective = FlowMatching.from_scheduler_config(scheduler_config, train_shift, self.device)
+        for module in (self.text_encoder, self.transformer, self.vae):
+            module.requires_grad_(False).eval().to(self.device)
+        if compile:
+            self.transformer.compile(fullgraph=False, dynamic=False)
+        # UMT5's table has more rows than the tokenizer has tokens: m* is taken over the rows it can produce
+        self.encoders = [TextEncoderSlot("umt5xxl", self.tokenizer, self.text_encoder, "learned_embeds.safetensors",
+                                         max_sequence_length, len(self.tokenizer), prompt_clean)]
+        check_tokenizer_size(self.encoders[0], pretrained)
+        shape = (1, self.vae.config.z_dim, 1, 1, 1)
+        self.latents_mean = torch.tensor(self.vae.config.latents_mean, device=self.device).view(shape)
+        self.latents_std = torch.tensor(self.vae.config.latents_std, device=self.device).view(shape)
+        self.negative_prompt = negative_prompt
+        self._pipeline: WanPipeline | None = None
+
+    @torch.no_grad()
+    def cache_latents(self, images, resolution, flip):
+        pixels = torch.stack([px for px, _, _ in prepare(images, resolution, flip)]).unsqueeze(2)  # (N, 3, 1, H, W)
+        means, stds = [], []
+        for chunk in pixels.split(4):
+            dist = self.vae.encode(chunk.to(self.device, self.vae_dtype)).latent_dist
+            means.append((dist.mean.float() - self.latents_mean) / self.latents_std)
+            stds.append(dist.std.float() / self.latents_std)
+        return LatentCache(torch.cat(means), torch.cat(stds))
+
+    def encode_text(self, token_ids, augment=None):
+        (ids,) = token_ids
+        mask = (ids != self.tokenizer.pad_token_id).long()
+        hidden = self.text_encoder(ids, attention_mask=mask).last_hidden_state
+        # WanPipeline cuts each prompt to its real length and pads with zeros: the same as zeroing the padding
+        return {"prompt_embeds": hidden * mask[..., None].to(hidden.dtype)}
+
+    def loss(self, noisy, t, target, cond, extras):
+        prediction = self.transformer(noisy.to(self.dtype), timestep=t,
+                                      encoder_hidden_states=cond["prompt_embeds"].to(self.dtype),
+                                      return_dict=False)[0]
+        return F.mse_loss(prediction.float(), target)
+
+    @property
+    def pipeline(self) -> WanPipeline:
+        if self._pipeline is None:
+            self._pipeline = WanPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
+                                         transformer=self.transformer, scheduler=self.sample_scheduler)
+            self._pipeline.set_progress_bar_config(disable=True)
+        return self._pipeline
+
+    @torch.no_grad()
+    def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale):
+        cond = self.encode_text(self.tokenize(prompts, sampling=True))
+        uncond = self.encode_text(self.tokenize([self.negative_prompt] * len(prompts), sampling=True))
+        latents = self.pipeline(
+            prompt_embeds=cond["prompt_embeds"], negative_prompt_embeds=uncond["prompt_embeds"], height=height,
+            width=width, num_frames=1, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            generator=[torch.Generator(self.device).manual_seed(int(s)) for s in seeds], output_type="latent",
+        ).frames
+        latents = latents.float() * self.latents_std + self.latents_mean
+        video = self.vae.decode(latents.to(self.vae_dtype)).sample  # (B, 3, 1, H, W)
+        return to_pil(video[:, :, 0])
+
+
+def load_into_pipeline(pipe, folder, token: str | None = None) -> list[str]:
+    """Add a saved concept to a stock WanPipeline (diffusers has no load_textual_inversion for it)."""
+    from dti.export import add_tokens, read_token_file
+
+    saved, rows = read_token_file(folder / "learned_embeds.safetensors")
+    return add_tokens(pipe.tokenizer, pipe.text_encoder, token or saved, rows)
