@@ -17,8 +17,8 @@ from dti import io
 # stock pipeline class -> "module:function" that adds saved embeddings to it; one line per backbone
 PIPELINE_LOADERS = {
     "StableDiffusionXLPipeline": "dti.backbones.sdxl:load_into_pipeline",
-    "SanaPipeline": "dti.backbones.sana:load_into_pipeline",
-    "WanPipeline": "dti.backbones.wan:load_into_pipeline",
+    "SanaPipeline": "dti.export:load_into_single_encoder_pipeline",
+    "WanPipeline": "dti.export:load_into_single_encoder_pipeline",
 }
 
 
@@ -56,6 +56,12 @@ def add_tokens(tokenizer, text_encoder, token: str, rows) -> list[str]:
     with torch.no_grad():
         weight[torch.tensor(ids, device=weight.device)] = rows.to(weight.device, weight.dtype)
     return tokens
+
+
+def load_into_single_encoder_pipeline(pipe, folder: Path, token: str | None = None) -> list[str]:
+    """Pipelines with one text encoder and no `load_textual_inversion` (SanaPipeline, WanPipeline)."""
+    saved, rows = read_token_file(Path(folder) / "learned_embeds.safetensors")
+    return add_tokens(pipe.tokenizer, pipe.text_encoder, token or saved, rows)
 
 
 def load_embeddings(pipe, path: str | Path, token: str | None = None) -> list[str]:

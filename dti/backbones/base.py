@@ -106,6 +106,26 @@ class Backbone:
         """Mean training loss of a (micro-)batch whose noise and timesteps were drawn by `objective`."""
         raise NotImplementedError
 
+    # -- sampling with the components already in memory ------------------------------------------------------
+    pipeline_class: type | None = None  # the stock diffusers pipeline of this backbone
+
+    def pipeline_components(self) -> dict[str, Any]:
+        """Keyword arguments of `pipeline_class`: the loaded modules, never reloaded from disk. The default is
+        the single-text-encoder DiT layout (SanaPipeline, WanPipeline)."""
+        return dict(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
+                    transformer=self.transformer, scheduler=self.sample_scheduler)
+
+    @property
+    def pipeline(self):
+        if getattr(self, "_pipeline", None) is None:
+            self._pipeline = self.pipeline_class(**self.pipeline_components())
+            self._pipeline.set_progress_bar_config(disable=True)
+        return self._pipeline
+
+    def generators(self, seeds: list[int]) -> list[torch.Generator]:
+        """One generator per image, seeded by its seed alone: an image does not depend on its batch."""
+        return [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+
     @torch.no_grad()
     def generate(
         self, prompts: list[str], seeds: list[int], height: int, width: int, num_inference_steps: int,

@@ -77,7 +77,6 @@ class SanaBackbone(Backbone):
                                          max_sequence_length, len(self.tokenizer), _sana_preprocess)]
         check_tokenizer_size(self.encoders[0], pretrained)
         self.vae_scale = self.vae.config.scaling_factor
-        self._pipeline: SanaPipeline | None = None
 
     @torch.no_grad()
     def cache_latents(self, images, resolution, flip):
@@ -89,7 +88,9 @@ class SanaBackbone(Backbone):
     # -- conditioning: SanaPipeline.encode_prompt, with the instruction where the config asks for it ------------
     def tokenize(self, prompts, sampling=False):
         stage = "sample" if sampling else "train"
-        instruction = self.instruction if stage in self.instruction_stages else ""
+        return self._tokenize(prompts, self.instruction if stage in self.instruction_stages else "")
+
+    def _tokenize(self, prompts: list[str], instruction: str) -> list[torch.Tensor]:
         texts = [instruction + _sana_preprocess(p) for p in prompts]
         length = self.max_sequence_length
         if instruction:
@@ -126,30 +127,19 @@ class SanaBackbone(Backbone):
         )[0]
         return F.mse_loss(prediction.float(), target)
 
-    # -- sampling with the loaded components ----------------------------------------------------------------
-    @property
-    def pipeline(self) -> SanaPipeline:
-        if self._pipeline is None:
-            self._pipeline = SanaPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
-                                          transformer=self.transformer, scheduler=self.sample_scheduler)
-            self._pipeline.set_progress_bar_config(disable=True)
-        return self._pipeline
+    pipeline_class = SanaPipeline
 
     @torch.no_grad()
     def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale):
         cond = self.encode_text(self.tokenize(prompts, sampling=True))
         # SanaPipeline encodes the negative prompt without the instruction
-        stages, self.instruction_stages = self.instruction_stages, ()
-        try:
-            uncond = self.encode_text(self.tokenize([self.negative_prompt] * len(prompts)))
-        finally:
-            self.instruction_stages = stages
+        uncond = self.encode_text(self._tokenize([self.negative_prompt] * len(prompts), instruction=""))
         latents = self.pipeline(
             prompt_embeds=cond["prompt_embeds"], prompt_attention_mask=cond["mask"],
             negative_prompt=None, negative_prompt_embeds=uncond["prompt_embeds"],
             negative_prompt_attention_mask=uncond["mask"],
             height=height, width=width, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            generator=[torch.Generator(self.device).manual_seed(int(s)) for s in seeds], output_type="latent",
+            generator=self.generators(seeds), output_type="latent",
             use_resolution_binning=False,
         ).images
         return to_pil(self.vae.decode(latents.to(self.vae_dtype) / self.vae_scale).sample)
@@ -163,11 +153,3 @@ def _prepend_zeros(embeds: torch.Tensor, mask: torch.Tensor, count: torch.Tensor
     index = source.clamp(min=0)
     shifted = embeds.gather(1, index[..., None].expand(-1, -1, embeds.shape[-1])) * valid[..., None]
     return shifted, torch.where(valid, mask.gather(1, index), torch.ones_like(mask))
-
-
-def load_into_pipeline(pipe, folder, token: str | None = None) -> list[str]:
-    """Add a saved concept to a stock SanaPipeline (diffusers has no load_textual_inversion for it)."""
-    from dti.export import add_tokens, read_token_file
-
-    saved, rows = read_token_file(folder / "learned_embeds.safetensors")
-    return add_tokens(pipe.tokenizer, pipe.text_encoder, token or saved, rows)

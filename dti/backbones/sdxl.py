@@ -78,7 +78,6 @@ class SDXLBackbone(Backbone):
         for slot in self.encoders:
             check_tokenizer_size(slot, pretrained, exact=True)
         self.vae_scale = self.vae.config.scaling_factor
-        self._pipeline: StableDiffusionXLPipeline | None = None
 
     # -- data -----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -115,16 +114,12 @@ class SDXLBackbone(Backbone):
         return F.mse_loss(prediction.float(), target)
 
     # -- sampling with the loaded components ----------------------------------------------------------------
-    @property
-    def pipeline(self) -> StableDiffusionXLPipeline:
-        if self._pipeline is None:  # built once from the modules already in memory: never reloads from disk
-            self._pipeline = StableDiffusionXLPipeline(
-                vae=self.vae, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2,
-                tokenizer=self.tokenizer, tokenizer_2=self.tokenizer_2, unet=self.unet,
-                scheduler=self.sample_scheduler,
-            )
-            self._pipeline.set_progress_bar_config(disable=True)
-        return self._pipeline
+    pipeline_class = StableDiffusionXLPipeline
+
+    def pipeline_components(self):
+        return dict(vae=self.vae, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2,
+                    tokenizer=self.tokenizer, tokenizer_2=self.tokenizer_2, unet=self.unet,
+                    scheduler=self.sample_scheduler)
 
     @torch.no_grad()
     def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale):
@@ -136,7 +131,7 @@ class SDXLBackbone(Backbone):
             negative_pooled_prompt_embeds=torch.zeros_like(cond["pooled"]),
             height=height, width=width, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, output_type="latent",
-            generator=[torch.Generator(self.device).manual_seed(int(s)) for s in seeds],
+            generator=self.generators(seeds),
         ).images
         return to_pil(self.vae.decode(latents.to(self.vae_dtype) / self.vae_scale).sample)
 

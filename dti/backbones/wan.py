@@ -55,7 +55,6 @@ class WanBackbone(Backbone):
         self.latents_mean = torch.tensor(self.vae.config.latents_mean, device=self.device).view(shape)
         self.latents_std = torch.tensor(self.vae.config.latents_std, device=self.device).view(shape)
         self.negative_prompt = negative_prompt
-        self._pipeline: WanPipeline | None = None
 
     @torch.no_grad()
     def cache_latents(self, images, resolution, flip):
@@ -80,13 +79,7 @@ class WanBackbone(Backbone):
                                       return_dict=False)[0]
         return F.mse_loss(prediction.float(), target)
 
-    @property
-    def pipeline(self) -> WanPipeline:
-        if self._pipeline is None:
-            self._pipeline = WanPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
-                                         transformer=self.transformer, scheduler=self.sample_scheduler)
-            self._pipeline.set_progress_bar_config(disable=True)
-        return self._pipeline
+    pipeline_class = WanPipeline
 
     @torch.no_grad()
     def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale):
@@ -95,16 +88,8 @@ class WanBackbone(Backbone):
         latents = self.pipeline(
             prompt_embeds=cond["prompt_embeds"], negative_prompt_embeds=uncond["prompt_embeds"], height=height,
             width=width, num_frames=1, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            generator=[torch.Generator(self.device).manual_seed(int(s)) for s in seeds], output_type="latent",
+            generator=self.generators(seeds), output_type="latent",
         ).frames
         latents = latents.float() * self.latents_std + self.latents_mean
         video = self.vae.decode(latents.to(self.vae_dtype)).sample  # (B, 3, 1, H, W)
         return to_pil(video[:, :, 0])
-
-
-def load_into_pipeline(pipe, folder, token: str | None = None) -> list[str]:
-    """Add a saved concept to a stock WanPipeline (diffusers has no load_textual_inversion for it)."""
-    from dti.export import add_tokens, read_token_file
-
-    saved, rows = read_token_file(folder / "learned_embeds.safetensors")
-    return add_tokens(pipe.tokenizer, pipe.text_encoder, token or saved, rows)
