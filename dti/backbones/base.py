@@ -73,6 +73,14 @@ class Backbone:
     device: torch.device
     dtype: torch.dtype
 
+    def freeze(self, denoiser: nn.Module, *others: nn.Module, compile: bool = False) -> None:
+        """Frozen weights (no gradients, eval mode) on the device; optionally compile the denoiser with static
+        shapes (the training and validation shapes never change within a run)."""
+        for module in (denoiser, *others):
+            module.requires_grad_(False).eval().to(self.device)
+        if compile:
+            denoiser.compile(fullgraph=False, dynamic=False)
+
     def cache_latents(self, images: list[Image.Image], resolution: int, flip: bool) -> LatentCache:
         raise NotImplementedError
 

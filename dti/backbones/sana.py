@@ -56,10 +56,7 @@ class SanaBackbone(Backbone):
         scheduler_config = load_scheduler_config(pretrained, revision)
         self.sample_scheduler = sampling_scheduler(scheduler_config)
         self.objective = FlowMatching.from_scheduler_config(scheduler_config, train_shift, self.device)
-        for module in (self.text_encoder, self.transformer, self.vae):
-            module.requires_grad_(False).eval().to(self.device)
-        if compile:
-            self.transformer.compile(fullgraph=False, dynamic=False)
+        self.freeze(self.transformer, self.text_encoder, self.vae, compile=compile)
 
         if complex_human_instruction == "default":
             complex_human_instruction = default_complex_human_instruction()

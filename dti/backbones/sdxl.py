@@ -64,11 +64,8 @@ class SDXLBackbone(Backbone):
         self.objective = NoisePrediction(
             train_scheduler.alphas_cumprod, train_scheduler.config.prediction_type, self.device
         )
-        for module in (self.text_encoder, self.text_encoder_2, self.unet, self.vae):
-            module.requires_grad_(False).eval().to(self.device)
+        self.freeze(self.unet, self.text_encoder, self.text_encoder_2, self.vae, compile=compile)
         use_eos_pooling(self.text_encoder_2, self.tokenizer_2.eos_token_id)
-        if compile:
-            self.unet.compile(fullgraph=False, dynamic=False)
         self.encoders = [
             TextEncoderSlot("clip_l", self.tokenizer, self.text_encoder, "learned_embeds.safetensors",
                             self.tokenizer.model_max_length, len(self.tokenizer)),

@@ -43,10 +43,7 @@ class WanBackbone(Backbone):
         scheduler_config = load_scheduler_config(pretrained, revision)
         self.sample_scheduler = sampling_scheduler(scheduler_config)
         self.objective = FlowMatching.from_scheduler_config(scheduler_config, train_shift, self.device)
-        for module in (self.text_encoder, self.transformer, self.vae):
-            module.requires_grad_(False).eval().to(self.device)
-        if compile:
-            self.transformer.compile(fullgraph=False, dynamic=False)
+        self.freeze(self.transformer, self.text_encoder, self.vae, compile=compile)
         # UMT5's table has more rows than the tokenizer has tokens: m* is taken over the rows it can produce
         self.encoders = [TextEncoderSlot("umt5xxl", self.tokenizer, self.text_encoder, "learned_embeds.safetensors",
                                          max_sequence_length, len(self.tokenizer), prompt_clean)]
