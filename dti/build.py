@@ -14,9 +14,14 @@ from dti.backbones.base import Backbone
 from dti.concept import Concept, add_concept
 from dti.data import Subject
 from dti.errors import InputError
+from dti.evaluator import Evaluator
 from dti.loggers import NullLogger
 from dti.magnitude import Magnitude
+from dti.prompts import PromptSet
+from dti.sampler import SamplerSettings
 from dti.trainer import Trainer, TrainSettings, ValidationSettings
+
+STAGES = ("train", "sample", "evaluate")
 
 log = logging.getLogger(__name__)
 
@@ -93,24 +98,51 @@ def build_backbone(cfg: DictConfig) -> Backbone:
                          f"cannot be loaded ({first_line})") from None
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, logger=None) -> tuple[Trainer, Concept, Subject]:
-    check_scalars(cfg)
-    loop = OmegaConf.masked_copy(cfg.train, [k for k in cfg.train if k != "validation"])
-    settings = _settings(TrainSettings, loop, seed=cfg.seed)
-    validation = _settings(ValidationSettings, cfg.train.get("validation"))
-    magnitude, optimizer_factory = build_magnitude(cfg), build_optimizer_factory(cfg)
-    check_compatible(magnitude, optimizer_factory)
-    subject = build_subject(cfg)  # reads and checks every image before the (slow) model load
+def build_concept(cfg: DictConfig, subject: Subject) -> tuple[Backbone, Concept]:
+    """The backbone, loaded once, with the concept's token added to every text encoder."""
     backbone = build_backbone(cfg)
     placeholder = cfg.placeholder or f"<{subject.name}>"
-    concept = add_concept(backbone, placeholder, subject.initializer, magnitude, cfg.num_vectors)
+    concept = add_concept(backbone, placeholder, subject.initializer, build_magnitude(cfg), cfg.num_vectors)
     for key, table in concept.tables.items():
         log.info("%s: tokens %s from initializer %r, |e| %s", key, concept.tokens, subject.initializer,
                  [round(x, 4) for x in table.embeddings().norm(dim=-1).tolist()])
-    optimizer = optimizer_factory(concept.param_groups())
-    trainer = Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, validation, run_dir,
-                      logger or NullLogger())
-    return trainer, concept, subject
+    return backbone, concept
+
+
+def check_training(cfg: DictConfig) -> tuple[TrainSettings, ValidationSettings]:
+    """Everything about training that can be checked before a model is loaded."""
+    check_scalars(cfg)
+    check_compatible(build_magnitude(cfg), build_optimizer_factory(cfg))
+    loop = OmegaConf.masked_copy(cfg.train, [k for k in cfg.train if k != "validation"])
+    return _settings(TrainSettings, loop, seed=cfg.seed), _settings(ValidationSettings, cfg.train.get("validation"))
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: Concept, subject: Subject,
+                  logger=None) -> Trainer:
+    settings, validation = check_training(cfg)
+    optimizer = build_optimizer_factory(cfg)(concept.param_groups())
+    return Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, validation, run_dir,
+                   logger or NullLogger())
+
+
+def check_stages(cfg: DictConfig) -> list[str]:
+    stages = list(cfg.stage) if OmegaConf.is_list(cfg.stage) else [str(cfg.stage)]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise InputError("stage", stages, f"choose one or more of {', '.join(STAGES)}, e.g. stage=[sample,evaluate]")
+    return [s for s in STAGES if s in stages]  # always in pipeline order
+
+
+def build_sampler_settings(cfg: DictConfig) -> SamplerSettings:
+    return _settings(SamplerSettings, cfg.sampler)
+
+
+def build_prompt_set(cfg: DictConfig, subject: Subject) -> PromptSet:
+    return _instantiate(cfg.prompts)(live=subject.live)
+
+
+def build_evaluator(cfg: DictConfig) -> Evaluator:
+    return _instantiate(cfg.evaluator)
 
 
 def build_logger(cfg: DictConfig, run_dir: Path):

@@ -38,6 +38,16 @@ class ConceptTable(nn.Module):
         return self.magnitude[:, None] * self.weight if self.fixed_norm else self.weight
 
     @torch.no_grad()
+    def set_embeddings(self, rows: torch.Tensor) -> None:
+        """Make `embeddings()` return `rows` (e.g. saved ones): with a fixed norm, as m*·v with m* = ‖row‖."""
+        rows = rows.to(self.weight.device, torch.float32)
+        if self.fixed_norm:
+            self.magnitude.copy_(rows.norm(dim=-1))
+            self.weight.copy_(rows / self.magnitude[:, None])
+        else:
+            self.weight.copy_(rows)
+
+    @torch.no_grad()
     def stats(self) -> dict[str, torch.Tensor]:
         """‖e‖, cos(v, μ) and the data gradient's ‖g‖, averaged over rows (tensors: no host sync here)."""
         e = self.embeddings()

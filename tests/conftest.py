@@ -18,7 +18,7 @@ CONF = ROOT / "conf"
 
 # a few steps of the tiny SDXL on the generated subject; validation off unless a test turns it on
 FAST = [
-    "model=tiny_sdxl", "data=synthetic", "train.steps=4", "train.batch_size=2", "train.log_every=1",
+    "model=tiny_sdxl", "data=synthetic", "stage=[train]", "train.steps=4", "train.batch_size=2", "train.log_every=1",
     "train.checkpoint_every=2", "train.validation.enabled=false", "train.validation.seeds=[0]",
     "train.validation.num_inference_steps=2",
 ]
@@ -39,12 +39,13 @@ def compose_cfg(overrides=()):
 @pytest.fixture
 def train_run(tmp_path):
     """Build and run a training job in-process; returns (done, trainer, run_dir)."""
-    from dti.build import build_trainer
+    from dti.build import build_concept, build_subject, build_trainer
 
     def _run(*overrides, run_dir=None):
         run_dir = Path(run_dir or tmp_path / "run")
         cfg = compose_cfg([*FAST, *overrides])
-        trainer, _, _ = build_trainer(cfg, run_dir)
+        subject = build_subject(cfg)
+        trainer = build_trainer(cfg, run_dir, *build_concept(cfg, subject), subject)
         trainer.resume()
         return trainer.fit(), trainer, run_dir
 

@@ -33,6 +33,9 @@ def test_demo_end_to_end(tmp_path):
     steps = json.loads((run / "done.json").read_text())["step"]
     assert sorted(p.name for p in (run / "validation").iterdir())[-1] == f"step_{steps:06d}.png"
     assert (run / "checkpoints" / f"step_{steps:06d}.pt").is_file()
+    metrics = json.loads((run / "samples" / "complex" / "metrics.json").read_text())
+    assert metrics["num_images"] == 22 * 4 and len(list((run / "samples" / "complex").rglob("*.png"))) == 88
+    assert 0 < metrics["image_sim"] <= 1 and -1 <= metrics["text_sim"] <= 1
     print(f"demo wall time {elapsed:.1f}s")  # the README promises < 60 s; not asserted (timing is not a test)
 
 
@@ -89,8 +92,9 @@ def test_bad_input_in_process(tmp_path, case, field):
 @pytest.mark.slow
 def test_launch_sweeps_every_optimizer_and_magnitude(tmp_path):
     """launch.py -m over optimizers x magnitudes (one process, Hydra's basic launcher), and plain TI."""
-    tiny = ["model=tiny_sdxl", "data=synthetic", "train.steps=2", "train.batch_size=1", "train.log_every=1",
-            "train.validation.every=0", "train.validation.seeds=[0]", "train.validation.num_inference_steps=1"]
+    tiny = ["model=tiny_sdxl", "data=synthetic", "stage=[train]", "train.steps=2", "train.batch_size=1",
+            "train.log_every=1", "train.validation.every=0", "train.validation.seeds=[0]",
+            "train.validation.num_inference_steps=1"]
     sweep = launch("-m", *tiny, "optimizer=rsgd,adamw_proj", "magnitude=mean,min,max,float,init", cwd=tmp_path)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     ti = launch(*tiny, "+experiment=ti", cwd=tmp_path)
@@ -98,7 +102,7 @@ def test_launch_sweeps_every_optimizer_and_magnitude(tmp_path):
     runs = sorted(p.parent for p in tmp_path.rglob("done.json"))
     assert len(runs) == 11
     names = {str(r.relative_to(tmp_path)) for r in runs}
-    settings = ",".join(sorted(tiny[2:]))  # override dirname: sorted overrides, model/data excluded
+    settings = ",".join(sorted(tiny[3:]))  # override dirname: sorted overrides, model/data/stage excluded
     assert f"multirun/default/magnitude=float,optimizer=adamw_proj,{settings}/toy" in names
     assert f"outputs/tiny_sdxl/toy/+experiment=ti,{settings}" in names
     for run in runs:

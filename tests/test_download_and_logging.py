@@ -64,7 +64,7 @@ def test_wandb_logger_runs_offline_and_records_scalars(tmp_path, monkeypatch):
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     run_dir = tmp_path / "outputs" / "tiny_sdxl" / "toy" / "default"
     done = train.run(compose_cfg([*FAST, "logger=wandb", "logger.project=dti-test"]), run_dir)
-    assert done["step"] == 4
+    assert done["train"]["step"] == 4
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     records = read_wandb_records(next(runs[0].glob("*.wandb")))

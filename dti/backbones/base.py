@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from dti.errors import InputError
+
 
 @dataclass
 class TextEncoderSlot:
@@ -130,6 +132,14 @@ class Backbone:
             self._pipeline.set_progress_bar_config(disable=True)
         return self._pipeline
 
+    def use_scheduler(self, name: str) -> None:
+        """Sample with another diffusers scheduler class, built from the checkpoint's scheduler config."""
+        import diffusers
+
+        if not isinstance(getattr(diffusers, name, None), type) or not name.endswith("Scheduler"):
+            raise InputError("sampler.scheduler", name, "is not a diffusers scheduler class")
+        self.pipeline.scheduler = getattr(diffusers, name).from_config(self.sample_scheduler.config)
+
     def generators(self, seeds: list[int]) -> list[torch.Generator]:
         """One generator per image, seeded by its seed alone: an image does not depend on its batch."""
         return [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
@@ -137,9 +147,10 @@ class Backbone:
     @torch.no_grad()
     def generate(
         self, prompts: list[str], seeds: list[int], height: int, width: int, num_inference_steps: int,
-        guidance_scale: float,
+        guidance_scale: float, negative_prompt: str | None = None,
     ) -> list[Image.Image]:
-        """One image per (prompt, seed), each from its own generator seeded by its seed alone."""
+        """One image per (prompt, seed), each from its own generator seeded by its seed alone. `negative_prompt`
+        None means the backbone's own default."""
         raise NotImplementedError
 
 

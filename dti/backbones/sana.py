@@ -127,10 +127,11 @@ class SanaBackbone(Backbone):
     pipeline_class = SanaPipeline
 
     @torch.no_grad()
-    def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale):
+    def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale, negative_prompt=None):
+        negative_prompt = self.negative_prompt if negative_prompt is None else negative_prompt
         cond = self.encode_text(self.tokenize(prompts, sampling=True))
         # SanaPipeline encodes the negative prompt without the instruction
-        uncond = self.encode_text(self._tokenize([self.negative_prompt] * len(prompts), instruction=""))
+        uncond = self.encode_text(self._tokenize([negative_prompt] * len(prompts), instruction=""))
         latents = self.pipeline(
             prompt_embeds=cond["prompt_embeds"], prompt_attention_mask=cond["mask"],
             negative_prompt=None, negative_prompt_embeds=uncond["prompt_embeds"],

@@ -119,13 +119,15 @@ class SDXLBackbone(Backbone):
                     scheduler=self.sample_scheduler)
 
     @torch.no_grad()
-    def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale):
+    def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale, negative_prompt=None):
         cond = self.encode_text(self.tokenize(prompts, sampling=True))
-        # SDXL base zeroes the unconditional embedding (force_zeros_for_empty_prompt)
+        if negative_prompt is None:  # SDXL base zeroes the unconditional embedding (force_zeros_for_empty_prompt)
+            uncond = {k: torch.zeros_like(v) for k, v in cond.items()}
+        else:
+            uncond = self.encode_text(self.tokenize([negative_prompt] * len(prompts), sampling=True))
         latents = self.pipeline(
             prompt_embeds=cond["prompt_embeds"], pooled_prompt_embeds=cond["pooled"],
-            negative_prompt_embeds=torch.zeros_like(cond["prompt_embeds"]),
-            negative_pooled_prompt_embeds=torch.zeros_like(cond["pooled"]),
+            negative_prompt_embeds=uncond["prompt_embeds"], negative_pooled_prompt_embeds=uncond["pooled"],
             height=height, width=width, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, output_type="latent",
             generator=self.generators(seeds),

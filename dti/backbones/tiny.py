@@ -24,10 +24,10 @@ def cache_root(cache_dir: str | None = None) -> Path:
     return Path(root)
 
 
-def _build_once(name: str, build, cache_dir: str | None) -> Path:
+def build_once(name: str, build, cache_dir: str | None, marker: str = "model_index.json") -> Path:
     """Build into a temporary folder and rename it into place, so concurrent or killed builds leave no half model."""
     target = cache_root(cache_dir) / f"{name}-v{TINY_VERSION}"
-    if (target / "model_index.json").is_file():
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
@@ -36,7 +36,7 @@ def _build_once(name: str, build, cache_dir: str | None) -> Path:
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race
-            if not (target / "model_index.json").is_file():
+            if not (target / marker).is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -149,7 +149,7 @@ BUILDERS = {"tiny_sdxl": build_tiny_sdxl, "tiny_sana": build_tiny_sana, "tiny_wa
 
 
 def tiny_path(name: str, cache_dir: str | None = None) -> Path:
-    return _build_once(name, BUILDERS[name], cache_dir)
+    return build_once(name, BUILDERS[name], cache_dir)
 
 
 def tiny_sdxl_path(cache_dir: str | None = None) -> Path:

@@ -79,9 +79,10 @@ class WanBackbone(Backbone):
     pipeline_class = WanPipeline
 
     @torch.no_grad()
-    def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale):
+    def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale, negative_prompt=None):
+        negative_prompt = self.negative_prompt if negative_prompt is None else negative_prompt
         cond = self.encode_text(self.tokenize(prompts, sampling=True))
-        uncond = self.encode_text(self.tokenize([self.negative_prompt] * len(prompts), sampling=True))
+        uncond = self.encode_text(self.tokenize([negative_prompt] * len(prompts), sampling=True))
         latents = self.pipeline(
             prompt_embeds=cond["prompt_embeds"], negative_prompt_embeds=uncond["prompt_embeds"], height=height,
             width=width, num_frames=1, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
