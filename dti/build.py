@@ -122,7 +122,32 @@ def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: C
     settings, validation = check_training(cfg)
     optimizer = build_optimizer_factory(cfg)(concept.param_groups())
     return Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, validation, run_dir,
-                   logger or NullLogger())
+                   logger or NullLogger(), fingerprint(cfg, subject))
+
+
+def check_resolutions(cfg: DictConfig, backbone: Backbone, stages: list[str]) -> None:
+    """Image sizes the loaded backbone can take, checked before any stage writes anything."""
+    multiple = backbone.resolution_multiple
+    sizes = []
+    if "train" in stages:
+        train, validation = check_training(cfg)
+        sizes += [("train.resolution", train.resolution), *(("train.validation.resolution", x)
+                                                            for x in validation.size())]
+    if "sample" in stages:
+        sizes += [("sampler.height", cfg.sampler.height), ("sampler.width", cfg.sampler.width)]
+    for field, value in sizes:
+        if value % multiple:
+            raise InputError(field, value, f"must be a multiple of {multiple} for {cfg.model.name}")
+
+
+def fingerprint(cfg: DictConfig, subject: Subject) -> dict:
+    """What a training run's outputs depend on beyond its directory name: the checkpoint it starts from (not how
+    it is run: device, dtype, compile), the subject's images and the initializer."""
+    from dti.evaluator import image_key
+
+    model = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+             if k not in ("device", "dtype", "vae_dtype", "compile", "cache_dir", "name")}
+    return {"model": model, "images": [image_key(im) for im in subject.images], "initializer": subject.initializer}
 
 
 def check_stages(cfg: DictConfig) -> list[str]:

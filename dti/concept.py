@@ -49,12 +49,14 @@ class ConceptTable(nn.Module):
 
     @torch.no_grad()
     def stats(self) -> dict[str, torch.Tensor]:
-        """‖e‖, cos(v, μ) and the data gradient's ‖g‖, averaged over rows (tensors: no host sync here)."""
+        """‖e‖ and cos(v, μ), averaged over rows (tensors: no host sync here)."""
         e = self.embeddings()
-        out = {"norm": e.norm(dim=-1).mean(), "cos_prior": F.cosine_similarity(e, self.prior, dim=-1).mean()}
-        if self.weight.grad is not None:
-            out["grad_norm"] = self.weight.grad.norm(dim=-1).mean()
-        return out
+        return {"norm": e.norm(dim=-1).mean(), "cos_prior": F.cosine_similarity(e, self.prior, dim=-1).mean()}
+
+    @torch.no_grad()
+    def grad_norm(self) -> torch.Tensor:
+        """‖g_data‖ of the current gradient, averaged over rows."""
+        return self.weight.grad.norm(dim=-1).mean()
 
 
 class ConceptEmbedding(nn.Module):
@@ -86,7 +88,14 @@ class ConceptEmbedding(nn.Module):
 
 
 def _initializer_ids(slot: TextEncoderSlot, word: str) -> list[int]:
-    return slot.tokenizer(word, add_special_tokens=False).input_ids
+    """The word's ids as they appear inside a prompt ("a <word>"), after the pipeline's preprocessing. For
+    SentencePiece-style vocabularies (Gemma) a word after a space is a different row ("▁dog") than the same word
+    alone ("dog"); prompts use the former."""
+    def ids(text: str) -> list[int]:
+        return slot.tokenizer(slot.preprocess(text), add_special_tokens=False).input_ids
+
+    prefix, full = ids("a"), ids(f"a {word}")
+    return full[len(prefix):] if full[: len(prefix)] == prefix else ids(word)
 
 
 def _check_placeholder(slot: TextEncoderSlot, token: str) -> None:
@@ -128,7 +137,8 @@ def add_concept(
     backbone: Backbone, placeholder: str, initializer: str, magnitude: Magnitude, num_vectors: int | None = None,
 ) -> Concept:
     """Add `placeholder` to every tokenizer of `backbone` and wrap every encoder's lookup with a new table."""
-    if num_vectors is not None and num_vectors < 1:
+    if num_vectors is not None and (not isinstance(num_vectors, int) or isinstance(num_vectors, bool)
+                                    or num_vectors < 1):
         raise InputError("num_vectors", num_vectors, "must be a positive integer or null")
     init_ids = {}
     for slot in backbone.encoders:
@@ -152,7 +162,11 @@ def add_concept(
             raise InputError("placeholder", placeholder,
                              f"could not be added to the {slot.key} tokenizer as new tokens")
         check = slot.tokenizer(slot.preprocess(" ".join(tokens)), add_special_tokens=False).input_ids
-        if check != new_ids:
+        # some vocabularies keep the space between the tokens as a piece of its own (Gemma's "▁"): that is what
+        # inference sees too, so only the concept's own ids must come out whole and in order
+        between = [i for i in check if i < first_id]
+        if [i for i in check if i >= first_id] != new_ids or any(
+                slot.tokenizer.convert_ids_to_tokens(i).strip("▁ ") for i in between):
             raise InputError("placeholder", placeholder, f"does not tokenize to its own ids in {slot.key}: {check}")
         init = frozen.weight[torch.tensor(ids, device=frozen.weight.device)].detach().float()
         m = magnitude(frozen.weight[: slot.num_vocab_rows], init, slot.tokenizer.all_special_ids)

@@ -14,4 +14,4 @@ def _dirname(override_dirname: str) -> str:
 
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("dti.dirname", _dirname, replace=True)
-    OmegaConf.register_new_resolver("dti.basename", lambda p: Path(str(p)).name, replace=True)
+    OmegaConf.register_new_resolver("dti.basename", lambda p: Path(str(p)).name if p else "folder", replace=True)

@@ -46,6 +46,8 @@ def dreambooth_subject(root: str, subject: str, subjects: dict, initializer: str
 def folder_subject(path: str, class_word: str, subject: str | None = None, initializer: str | None = None,
                    live: bool = False) -> Subject:
     """`data=folder`: any folder of images plus its class word."""
+    if not path:
+        raise InputError("data.path", path, "is required for data=folder (a folder of images)")
     if not class_word or not str(class_word).strip():
         raise InputError("data.class_word", class_word, "is required for data=folder")
     name = subject or Path(path).name

@@ -41,7 +41,7 @@ class Evaluator:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype, self.device, "evaluator.dtype")
         self.batch_size, self.names = batch_size, {"dinov2": dinov2, "siglip": siglip, "clip": clip}
         self.models, self.processors, self.tokenizer = {}, {}, None
         for key, name in (("dinov2", dinov2), ("siglip", siglip)):

@@ -51,7 +51,7 @@ def add_tokens(tokenizer, text_encoder, token: str, rows) -> list[str]:
         raise ValueError(f"{token} (or one of its _N tokens) is already in the tokenizer")
     ids = tokenizer.convert_tokens_to_ids(tokens)
     if max(ids) >= text_encoder.get_input_embeddings().num_embeddings:
-        text_encoder.resize_token_embeddings(max(ids) + 1)
+        text_encoder.resize_token_embeddings(max(ids) + 1, mean_resizing=False)  # the rows are set just below
     weight = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
         weight[torch.tensor(ids, device=weight.device)] = rows.to(weight.device, weight.dtype)

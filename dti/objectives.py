@@ -51,6 +51,11 @@ class FlowMatching:
     def from_scheduler_config(cls, config: dict, shift: float, device: torch.device) -> FlowMatching:
         from diffusers import FlowMatchEulerDiscreteScheduler
 
+        from dti.errors import InputError
+
+        if not (isinstance(shift, (int, float)) and shift > 0):
+            raise InputError("model.train_shift", shift, "must be a number > 0 (1 keeps sigma uniform)")
+
         scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=config.get("num_train_timesteps", 1000),
                                                     shift=shift)
         return cls(scheduler.timesteps, scheduler.sigmas, device)

@@ -14,9 +14,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str, device: torch.device, field: str = "model.dtype") -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r} (choose from auto, {', '.join(_DTYPES)})")
+        from dti.errors import InputError
+
+        raise InputError(field, dtype, f"unknown dtype (choose from auto, {', '.join(_DTYPES)})")
     return _DTYPES[dtype]

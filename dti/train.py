@@ -21,6 +21,7 @@ from dti.build import (
     build_sampler_settings,
     build_subject,
     build_trainer,
+    check_resolutions,
     check_stages,
     check_training,
 )
@@ -39,6 +40,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     result = {}
     if "train" in stages or "sample" in stages:
         backbone, concept = build_concept(cfg, subject)  # loaded once for training and sampling
+        check_resolutions(cfg, backbone, stages)
     if "train" in stages:
         trainer = build_trainer(cfg, run_dir, backbone, concept, subject)
         trainer.resume()

@@ -38,6 +38,23 @@ class ValidationSettings:
     guidance_scale: float = 5.0
     enabled: bool = True
 
+    def __post_init__(self):
+        if not isinstance(self.every, int) or self.every < 0:
+            raise InputError("train.validation.every", self.every, "must be an integer >= 0 (0: only at the end)")
+        if not isinstance(self.num_inference_steps, int) or self.num_inference_steps < 1:
+            raise InputError("train.validation.num_inference_steps", self.num_inference_steps, "must be >= 1")
+        if not self.seeds:
+            raise InputError("train.validation.seeds", list(self.seeds), "must not be empty")
+        for prompt in self.prompts or [None]:
+            if prompt is None or prompt.count("{}") != 1:
+                raise InputError("train.validation.prompts", prompt, 'each needs exactly one "{}" for the concept')
+        size = [self.resolution] * 2 if isinstance(self.resolution, int) else list(self.resolution)
+        if len(size) != 2 or not all(isinstance(x, int) and x > 0 for x in size):
+            raise InputError("train.validation.resolution", self.resolution, "must be a size or [height, width]")
+
+    def size(self) -> tuple[int, int]:
+        return (self.resolution, self.resolution) if isinstance(self.resolution, int) else tuple(self.resolution)
+
 
 @dataclass
 class TrainSettings:
@@ -59,18 +76,23 @@ class TrainSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"train.{name}", value, "must be a positive integer")
-        if self.resolution % 8:
-            raise InputError("train.resolution", self.resolution, "must be a multiple of 8")
         if self.templates not in TEMPLATES:
             raise InputError("train.templates", self.templates, f"choose from {', '.join(TEMPLATES)}")
 
 
+TRAINING_OUTPUTS = ("checkpoints", "embeddings", "validation", "train_log.jsonl", "done.json")
+
+
 class Trainer:
     def __init__(self, backbone: Backbone, concept: Concept, optimizer: torch.optim.Optimizer, images: list,
-                 subject: str, settings: TrainSettings, validation: ValidationSettings, run_dir: Path, logger):
+                 subject: str, settings: TrainSettings, validation: ValidationSettings, run_dir: Path, logger,
+                 fingerprint: dict | None = None):
         self.backbone, self.concept, self.optimizer = backbone, concept, optimizer
         self.images, self.subject, self.settings, self.validation = images, subject, settings, validation
         self.run_dir, self.logger = Path(run_dir), logger
+        # what the run's outputs depend on beyond its directory name (checkpoint, images, initializer): a resume
+        # or a "complete" run made from anything else is refused instead of silently reused
+        self.fingerprint = fingerprint or {}
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.generator = torch.Generator(backbone.device).manual_seed(settings.seed)
         self.step = 0
@@ -78,7 +100,7 @@ class Trainer:
     # -- state ----------------------------------------------------------------------------------------------
     def _state(self) -> dict:
         return {
-            "tokens": self.concept.tokens,
+            "tokens": self.concept.tokens, "fingerprint": self.fingerprint,
             "tables": {k: t.weight.detach().cpu().clone() for k, t in self.concept.tables.items()},
             "optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_state(self.generator),
         }
@@ -94,22 +116,53 @@ class Trainer:
             raise InputError("train.resume", resume, "is not auto, never or an existing checkpoint file")
         return Path(resume)
 
+    def _check_fingerprint(self, found: dict | None, source: Path) -> None:
+        if found is not None and found != self.fingerprint:
+            changed = sorted(k for k in {**found, **self.fingerprint} if found.get(k) != self.fingerprint.get(k))
+            raise InputError("train.resume", str(source), f"was made from other inputs ({', '.join(changed)}); "
+                             "use train.resume=never to start over, or another run directory")
+
     def resume(self) -> None:
+        if str(self.settings.resume) == "never":
+            self._clear_training_outputs()
         path = self._find_resume()
         if path is None:
+            self._truncate_log(0)  # a run that died before its first checkpoint starts its log afresh
             return
-        state = checkpoint.load(path)
-        if state["tokens"] != self.concept.tokens or state["tables"].keys() != self.concept.tables.keys():
-            raise InputError("train.resume", str(path), f"was made for tokens {state['tokens']}, "
-                             f"not {self.concept.tokens}; use train.resume=never or another run directory")
+        try:
+            state = checkpoint.load(path)
+            tables, tokens, saved_optimizer = state["tables"], state["tokens"], state["optimizer"]
+        except Exception as err:  # noqa: BLE001  (torch.load raises many types for a bad file)
+            raise InputError("train.resume", str(path), f"cannot be loaded ({type(err).__name__})") from None
+        if tokens != self.concept.tokens or tables.keys() != self.concept.tables.keys() or any(
+                tables[k].shape != t.weight.shape for k, t in self.concept.tables.items()):
+            raise InputError("train.resume", str(path), f"was made for tokens {tokens}, not "
+                             f"{self.concept.tokens}; use train.resume=never or another run directory")
+        self._check_fingerprint(state.get("fingerprint"), path)
         with torch.no_grad():
             for key, table in self.concept.tables.items():
-                table.weight.copy_(state["tables"][key])
-        self.optimizer.load_state_dict(state["optimizer"])
+                table.weight.copy_(tables[key])
+        # Keep the optimizer's running state from the checkpoint, but this run's hyper-parameters and priors:
+        # load_state_dict would otherwise bring back the saved lr/kappa and a CPU copy of each prior.
+        live = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(saved_optimizer)
+        for group, settings in zip(self.optimizer.param_groups, live):
+            group.update(settings)
         checkpoint.restore_rng(self.generator, state["rng"])
         self.step = state["step"]
         self._truncate_log(self.step)
         log.info("resumed from %s (step %d)", path, self.step)
+
+    def _clear_training_outputs(self) -> None:
+        """train.resume=never: start over in this directory; the previous run's training outputs go first."""
+        import shutil
+
+        for name in TRAINING_OUTPUTS:
+            path = self.run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
 
     def _truncate_log(self, step: int) -> None:
         """Drop log lines an interrupted run wrote after the checkpoint we resume from."""
@@ -122,8 +175,10 @@ class Trainer:
     def fit(self) -> dict:
         s = self.settings
         if (self.run_dir / "done.json").exists() and self.step >= s.steps:
+            done = json.loads((self.run_dir / "done.json").read_text())
+            self._check_fingerprint(done.get("fingerprint"), self.run_dir / "done.json")
             log.info("%s is complete; nothing to do", self.run_dir)
-            return json.loads((self.run_dir / "done.json").read_text())
+            return done
         started = time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cache = self.backbone.cache_latents(self.images, s.resolution, s.random_flip)
@@ -148,11 +203,13 @@ class Trainer:
                                           {k: v[part] for k, v in extras.items()})
                 (loss * (len(part) / batch)).backward()
                 loss_sum += loss.detach() * (len(part) / batch)
-            stats = {k: tab.stats() for k, tab in self.concept.tables.items()} if self._due(s.log_every) else None
+            logging_step = self._due(s.log_every)
+            grads = {k: tab.grad_norm() for k, tab in self.concept.tables.items()} if logging_step else None
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             bar.update(1)
-            if stats is not None:
+            if logging_step:  # the direction after this step's update, the gradient that made it
+                stats = {k: {**tab.stats(), "grad_norm": grads[k]} for k, tab in self.concept.tables.items()}
                 self._log(loss_sum, stats, bar)
             if self._due(s.checkpoint_every):
                 checkpoint.save(self.ckpt_dir, self.step, self._state(), s.keep_checkpoints)
@@ -164,6 +221,7 @@ class Trainer:
         if self.validation.enabled:
             self.validate()
         done = {"step": self.step, "subject": self.subject, "tokens": self.concept.tokens,
+                "fingerprint": self.fingerprint,
                 "embeddings": [str(f.relative_to(self.run_dir)) for f in files],
                 "train_seconds_this_process": round(time.perf_counter() - started, 3)}
         io.write_json(self.run_dir / "done.json", done)  # written last: its presence means the run is complete
@@ -186,7 +244,7 @@ class Trainer:
         v = self.validation
         prompts = [self.concept.prompt(p) for p in v.prompts for _ in v.seeds]
         seeds = [seed for _ in v.prompts for seed in v.seeds]
-        height, width = (v.resolution, v.resolution) if isinstance(v.resolution, int) else v.resolution
+        height, width = v.size()
         images = self.backbone.generate(prompts, seeds, height, width, v.num_inference_steps, v.guidance_scale)
         path = self.run_dir / "validation" / f"step_{self.step:06d}.png"
         io.save_image(path, grid(images, columns=len(v.seeds)))

@@ -81,6 +81,13 @@ def test_bad_input_in_process(tmp_path, case, field):
         "rsgd_free": ["magnitude=none"],
         "adamw_fixed": ["optimizer=adamw"],
         "float": ["magnitude=float", "magnitude.value=-5"],
+        "resolution": ["model=tiny_wan", "train.resolution=40"],  # Wan needs multiples of 16
+        "sampler_size": ["model=tiny_wan", "stage=[train,sample]", "sampler.height=40", "prompts=complex"],
+        "validation": ["train.validation.seeds=[]"],
+        "shift": ["model=tiny_sana", "model.train_shift=0"],
+        "num_vectors": ["num_vectors=1.5"],
+        "dtype": ["model.dtype=fp8"],
+        "folder_path": ["data=folder", "data.class_word=cat"],
     }[case]
     run_dir = tmp_path / "run"
     with pytest.raises(InputError) as err:

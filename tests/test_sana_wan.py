@@ -98,13 +98,13 @@ def test_sana_instruction_is_one_value_used_where_configured(train_run):
     assert torch.equal(embeds, ours["prompt_embeds"]) and torch.equal(mask, ours["mask"])
 
 
-def test_zero_pad_prepends_zero_vectors_and_keeps_length():
-    embeds = torch.arange(1, 13, dtype=torch.float32).view(2, 3, 2)
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+def test_zero_pad_inserts_zero_vectors_after_bos_and_keeps_length():
+    embeds = torch.arange(1, 17, dtype=torch.float32).view(2, 4, 2)  # row 1: BOS [9,10], then [11,12], ...
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])
     shifted, new_mask = _prepend_zeros(embeds, mask, torch.tensor([0, 2]))
     assert torch.equal(shifted[0], embeds[0]) and torch.equal(new_mask[0], mask[0])
-    assert torch.equal(shifted[1], torch.tensor([[0.0, 0.0], [0.0, 0.0], [7.0, 8.0]]))
-    assert new_mask[1].tolist() == [1, 1, 1]
+    assert shifted[1].tolist() == [[9.0, 10.0], [0.0, 0.0], [0.0, 0.0], [11.0, 12.0]]
+    assert new_mask[1].tolist() == [1, 1, 1, 1]
 
 
 def test_sana_trains_with_zero_pad(train_run):
@@ -140,3 +140,14 @@ def test_validation_images(train_run, model):
 
     _, _, run_dir = train_run(f"model={model}", "train.validation.enabled=true", "train.validation.seeds=[0,1]")
     assert Image.open(run_dir / "validation" / "step_000004.png").size == (64, 64)  # 2 seeds x 2 prompts
+
+
+def test_sana_multi_vector_concept_from_a_two_word_initializer(train_run):
+    _, trainer, run_dir = train_run("model=tiny_sana", "data.initializer='stuffed animal'")
+    slot = trainer.backbone.encoders[0]
+    in_prompt = slot.tokenizer("a stuffed animal", add_special_tokens=False).input_ids[1:]  # as inside a prompt
+    assert len(trainer.concept.tokens) == len(in_prompt)
+    vocab = slot.input_embeddings().frozen.weight
+    assert torch.allclose(trainer.concept.tables["gemma2"].prior,
+                          torch.nn.functional.normalize(vocab[in_prompt].float(), dim=-1))
+    assert load_file(run_dir / "embeddings" / "learned_embeds.safetensors")["<toy>"].shape[0] == len(in_prompt)

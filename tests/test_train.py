@@ -118,3 +118,66 @@ def test_validation_uses_loaded_components_without_reloading(train_run, monkeypa
     first = trainer.validate()
     assert first.exists()
     assert tiny_sdxl_path().exists()
+
+
+def test_resume_keeps_this_runs_hyper_parameters_and_live_priors(train_run, tmp_path):
+    train_run("train.steps=2", run_dir=tmp_path / "r")
+    (tmp_path / "r" / "done.json").unlink()
+    _, trainer, _ = train_run("train.steps=4", "optimizer.lr=0.02", "kappa=5e-4", run_dir=tmp_path / "r")
+    for group, table in zip(trainer.optimizer.param_groups, trainer.concept.tables.values()):
+        assert group["prior"] is table.prior  # not the checkpoint's CPU copy (a device mismatch on CUDA)
+        assert (group["lr"], group["kappa"]) == (0.02, 5e-4)
+
+
+def test_a_run_made_from_other_inputs_is_not_reused(train_run, tmp_path):
+    from dti.errors import InputError
+
+    train_run(run_dir=tmp_path / "r")
+    with pytest.raises(InputError, match="train.resume.*other inputs.*images"):
+        train_run("data.num_images=3", run_dir=tmp_path / "r")  # same directory, different photos
+    with pytest.raises(InputError, match="train.resume.*other inputs.*initializer"):
+        train_run("data.initializer=ball", run_dir=tmp_path / "r")
+
+
+def test_resume_never_starts_over_and_logs_never_repeat(train_run, tmp_path):
+    run = tmp_path / "r"
+    train_run("train.steps=6", "train.checkpoint_every=3", run_dir=run)
+    _, trainer, _ = train_run("train.steps=2", "train.checkpoint_every=100", "train.resume=never", run_dir=run)
+    assert trainer.step == 2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002.pt"]
+    steps = [json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+
+
+def test_a_crash_before_the_first_checkpoint_leaves_no_duplicate_log_lines(train_run, tmp_path, monkeypatch):
+    original = Trainer._log
+
+    def crash_after_logging_step_3(self, *args):
+        original(self, *args)
+        if self.step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_log", crash_after_logging_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_run("train.checkpoint_every=100", run_dir=tmp_path / "r")
+    monkeypatch.setattr(Trainer, "_log", original)
+    train_run("train.checkpoint_every=100", run_dir=tmp_path / "r")
+    steps = [json.loads(x)["step"] for x in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_unreadable_checkpoint_is_bad_input(train_run, tmp_path):
+    from dti.errors import InputError
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="train.resume"):
+        train_run(f"train.resume={bad}")
+
+
+def test_logged_norm_is_the_direction_after_the_step(train_run):
+    _, trainer, run_dir = train_run("magnitude=init")
+    last = json.loads((run_dir / "train_log.jsonl").read_text().splitlines()[-1])
+    final = trainer.concept.tables["clip_l"]
+    cos = torch.nn.functional.cosine_similarity(final.embeddings(), final.prior, dim=-1).mean().item()
+    assert last["clip_l/cos_prior"] == pytest.approx(cos, abs=1e-6)

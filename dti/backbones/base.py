@@ -75,6 +75,9 @@ class Backbone:
     device: torch.device
     dtype: torch.dtype
 
+    # image sides must be multiples of this (VAE downsampling x patch size); set by each adapter
+    resolution_multiple: int = 8
+
     def freeze(self, denoiser: nn.Module, *others: nn.Module, compile: bool = False) -> None:
         """Frozen weights (no gradients, eval mode) on the device; optionally compile the denoiser with static
         shapes (the training and validation shapes never change within a run)."""

@@ -45,7 +45,7 @@ class SanaBackbone(Backbone):
     ):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.vae_dtype = resolve_dtype(vae_dtype, self.device)
+        self.vae_dtype = resolve_dtype(vae_dtype, self.device, "model.vae_dtype")
         kw = dict(revision=revision, variant=variant)
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained, subfolder="tokenizer", revision=revision)
         self.tokenizer.padding_side = "right"  # as SanaPipeline
@@ -66,14 +66,18 @@ class SanaBackbone(Backbone):
         self.instruction = "\n".join(complex_human_instruction) if complex_human_instruction else ""
         self.instruction_stages = tuple(instruction_stages)
         self.max_sequence_length = max_sequence_length
-        if not 0 <= zero_pad_scale or not 0 <= zero_pad_max:
+        if not 0 <= zero_pad_scale:
             raise InputError("model.zero_pad_scale", zero_pad_scale, "must be >= 0 (0 disables zero-pad)")
+        if not (isinstance(zero_pad_max, int) and zero_pad_max >= 0):
+            raise InputError("model.zero_pad_max", zero_pad_max, "must be an integer >= 0")
         self.zero_pad_scale, self.zero_pad_max = zero_pad_scale, zero_pad_max
         self.negative_prompt = negative_prompt
         self.encoders = [TextEncoderSlot("gemma2", self.tokenizer, self.text_encoder, "learned_embeds.safetensors",
                                          max_sequence_length, len(self.tokenizer), _sana_preprocess)]
         check_tokenizer_size(self.encoders[0], pretrained)
         self.vae_scale = self.vae.config.scaling_factor
+        self.resolution_multiple = (2 ** (len(self.vae.config.encoder_block_out_channels) - 1)
+                                    * self.transformer.config.patch_size)
 
     @torch.no_grad()
     def cache_latents(self, images, resolution, flip):
@@ -97,7 +101,8 @@ class SanaBackbone(Backbone):
         return [ids.to(self.device)]
 
     def text_augmentation(self, batch_size, generator):
-        """Zero-pad: k ~ floor(Exp(scale)) zero vectors prepended to the input embeddings, k clipped to [0, max]."""
+        """Zero-pad: k = floor(clip(Exp(scale), 0, max)) zero vectors inserted after BOS (the official code prepends
+        zero-vector pad tokens to the prompt text, which the tokenizer puts after its BOS)."""
         if not self.zero_pad_scale:
             return {}
         k = torch.empty(batch_size, device=self.device).exponential_(1 / self.zero_pad_scale, generator=generator)
@@ -112,9 +117,9 @@ class SanaBackbone(Backbone):
         else:
             hidden = self.text_encoder(ids, attention_mask=mask).last_hidden_state
         # keep the first token and the last max_sequence_length-1 (identity without an instruction)
-        keep = torch.cat([torch.zeros(1, dtype=torch.long),
-                          torch.arange(ids.shape[1] - self.max_sequence_length + 1, ids.shape[1])]).to(ids.device)
-        return {"prompt_embeds": hidden[:, keep], "mask": mask[:, keep]}
+        tail = self.max_sequence_length - 1
+        return {"prompt_embeds": torch.cat([hidden[:, :1], hidden[:, -tail:]], dim=1),
+                "mask": torch.cat([mask[:, :1], mask[:, -tail:]], dim=1)}
 
     def loss(self, noisy, t, target, cond, extras):
         prediction = self.transformer(
@@ -144,10 +149,12 @@ class SanaBackbone(Backbone):
 
 
 def _prepend_zeros(embeds: torch.Tensor, mask: torch.Tensor, count: torch.Tensor):
-    """Shift each row right by its count, filling the front with zero vectors (attended); length is kept."""
+    """Insert `count` zero vectors (attended) after the first token of each row; the length is kept, so the
+    row's last `count` positions (padding, for prompts shorter than the maximum) drop off."""
     length = embeds.shape[1]
-    source = torch.arange(length, device=embeds.device)[None] - count[:, None]
-    valid = source >= 0
+    position = torch.arange(length, device=embeds.device)[None]
+    source = torch.where(position == 0, position, position - count[:, None])
+    valid = (source > 0) | (position == 0)
     index = source.clamp(min=0)
     shifted = embeds.gather(1, index[..., None].expand(-1, -1, embeds.shape[-1])) * valid[..., None]
     return shifted, torch.where(valid, mask.gather(1, index), torch.ones_like(mask))

@@ -46,7 +46,7 @@ class SDXLBackbone(Backbone):
     ):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.vae_dtype = resolve_dtype(vae_dtype, self.device)
+        self.vae_dtype = resolve_dtype(vae_dtype, self.device, "model.vae_dtype")
         kw = dict(revision=revision, variant=variant)
         self.tokenizer = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", revision=revision)
         self.tokenizer_2 = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer_2", revision=revision)
@@ -75,6 +75,7 @@ class SDXLBackbone(Backbone):
         for slot in self.encoders:
             check_tokenizer_size(slot, pretrained, exact=True)
         self.vae_scale = self.vae.config.scaling_factor
+        self.resolution_multiple = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     # -- data -----------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = 1  # bump when a builder changes, so stale caches are rebuilt
+TINY_VERSION = 2  # bump when a builder changes, so stale caches are rebuilt
 
 
 def cache_root(cache_dir: str | None = None) -> Path:

@@ -28,16 +28,19 @@ def gemma_style_tokenizer():
     vocab.update({f"<0x{b:02X}>": len(vocab) + b for b in range(256)})
     for ch in "▁" + _CHARACTERS + string.ascii_uppercase:
         vocab.setdefault(ch, len(vocab))
+    # BPE applies the lowest-ranked merge first: longer words' chains rank first so a shorter word's merge
+    # cannot split them, and "▁" joins a finished word last
+    words = sorted(vocabulary_words(), key=lambda w: (-len(w), w))
     merges = []
-    for word in vocabulary_words():
+    for word in words:
         current = word[0]
         for ch in word[1:]:
             if (current, ch) not in merges:
                 merges.append((current, ch))
             current += ch
             vocab.setdefault(current, len(vocab))
-        if ("▁", word) not in merges:
-            merges.append(("▁", word))
+    for word in words:
+        merges.append(("▁", word))
         vocab.setdefault("▁" + word, len(vocab))
     tok = GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
     tok.padding_side = "right"

@@ -32,7 +32,7 @@ class WanBackbone(Backbone):
     ):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.vae_dtype = resolve_dtype(vae_dtype, self.device)
+        self.vae_dtype = resolve_dtype(vae_dtype, self.device, "model.vae_dtype")
         kw = dict(revision=revision, variant=variant)
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained, subfolder="tokenizer", revision=revision)
         self.text_encoder = UMT5EncoderModel.from_pretrained(pretrained, subfolder="text_encoder", dtype=self.dtype,
@@ -52,6 +52,7 @@ class WanBackbone(Backbone):
         self.latents_mean = torch.tensor(self.vae.config.latents_mean, device=self.device).view(shape)
         self.latents_std = torch.tensor(self.vae.config.latents_std, device=self.device).view(shape)
         self.negative_prompt = negative_prompt
+        self.resolution_multiple = 2 ** len(self.vae.config.temperal_downsample) * self.transformer.config.patch_size[1]
 
     @torch.no_grad()
     def cache_latents(self, images, resolution, flip):
