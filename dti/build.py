@@ -63,8 +63,32 @@ def _settings(cls, node: DictConfig | None, **extra):
     return cls(**values)
 
 
+def subject_names(cfg: DictConfig) -> list[str]:
+    """data.subject: one name, a list of names, or "all" (every subject of the data source's table)."""
+    value = cfg.data.subject
+    if OmegaConf.is_list(value):
+        names = [str(v) for v in value]
+    elif str(value) == "all":
+        if "subjects" not in cfg.data:
+            raise InputError("data.subject", "all", "needs a data source with a subject table (data=dreambooth)")
+        names = list(cfg.data.subjects)
+    else:
+        names = [str(value)]
+    if not names or len(set(names)) != len(names):
+        raise InputError("data.subject", names, "must name at least one subject, each once")
+    return names
+
+
+def build_subjects(cfg: DictConfig) -> list[Subject]:
+    """Every subject of the job, images read and checked, before any model is loaded."""
+    names = subject_names(cfg)
+    if len(names) > 1 and "subjects" not in cfg.data:
+        raise InputError("data.subject", names, "a list of subjects needs a subject table (data=dreambooth)")
+    return [_instantiate(cfg.data, subject=name) for name in names]
+
+
 def build_subject(cfg: DictConfig) -> Subject:
-    return _instantiate(cfg.data)
+    return build_subjects(cfg)[0]
 
 
 def build_magnitude(cfg: DictConfig) -> Magnitude:
@@ -98,9 +122,10 @@ def build_backbone(cfg: DictConfig) -> Backbone:
                          f"cannot be loaded ({first_line})") from None
 
 
-def build_concept(cfg: DictConfig, subject: Subject) -> tuple[Backbone, Concept]:
-    """The backbone, loaded once, with the concept's token added to every text encoder."""
-    backbone = build_backbone(cfg)
+def build_concept(cfg: DictConfig, subject: Subject, backbone: Backbone | None = None) -> tuple[Backbone, Concept]:
+    """The backbone (loaded unless given: one load serves every subject of a job) with the subject's concept
+    token added to every text encoder."""
+    backbone = backbone or build_backbone(cfg)
     placeholder = cfg.placeholder or f"<{subject.name}>"
     concept = add_concept(backbone, placeholder, subject.initializer, build_magnitude(cfg), cfg.num_vectors)
     for key, table in concept.tables.items():
@@ -170,6 +195,17 @@ def build_evaluator(cfg: DictConfig) -> Evaluator:
     return _instantiate(cfg.evaluator)
 
 
-def build_logger(cfg: DictConfig, run_dir: Path):
+def run_tags(cfg: DictConfig) -> list[str]:
+    """model, optimizer, magnitude and kappa of a run, for grouping on dashboards."""
+    def short(target: str) -> str:
+        return target.rsplit(".", 1)[-1]
+
+    magnitude = OmegaConf.select(cfg, "magnitude.statistic") or short(cfg.magnitude._target_)
+    return [f"model={cfg.model.name}", f"optimizer={short(cfg.optimizer._target_)}",
+            f"magnitude={magnitude}", f"kappa={OmegaConf.select(cfg, 'optimizer.kappa', default=cfg.kappa)}"]
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, stages: list[str] | None = None, subject: str | None = None):
     factory = _instantiate(cfg.logger)  # a partial: the run directory and the resolved config come from here
-    return factory(run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True))
+    return factory(run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True),
+                   job_type="+".join(stages or ["train"]), default_tags=run_tags(cfg))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -40,7 +41,9 @@ def check_group_choices(args: list[str], conf_dir: Path = CONF_DIR) -> None:
         return
     for override in parsed:
         folder = conf_dir / override.key_or_group
-        if override.package or override.is_delete() or not folder.is_dir():
+        # hydra/* groups get options from plugins too (joblib, submitit_slurm, ...): Hydra checks those itself
+        if override.package or override.is_delete() or not folder.is_dir() or override.key_or_group.startswith(
+                "hydra"):
             continue
         options = sorted(p.stem for p in folder.glob("*.yaml"))
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
@@ -74,16 +77,36 @@ def run_job(cfg) -> dict | None:
     from hydra.types import RunMode
 
     from dti import train
+    from dti.train import SubjectsFailed, write_status
 
-    quiet_libraries()
     hydra_cfg = HydraConfig.get()
+    if "joblib" in str(hydra_cfg.launcher.get("_target_", "")).lower():  # parallel local jobs: one GPU each
+        from dti.gpu_pool import claim_gpu
+
+        claim_gpu()
+    quiet_libraries()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     fresh = {p.name for p in run_dir.iterdir()} <= HYDRA_FILES  # only what Hydra itself just wrote
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         return train.run(cfg, run_dir)
     except InputError as err:
-        if fresh:
+        if fresh and not multirun:
             _remove_fresh_run_dir(run_dir, Path(hydra_cfg.runtime.cwd))
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise
+        if multirun:  # the sweep goes on; its status.json says why this job failed
+            write_status(run_dir, "failed", str(cfg.stage), error=err)
+            print(f"error: {run_dir}: {err}", file=sys.stderr)
+            return None
         fail(str(err))
+    except SubjectsFailed as err:
+        if multirun:
+            print(f"error: {run_dir}: {err}", file=sys.stderr)
+            return None
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as err:  # noqa: BLE001
+        write_status(run_dir, "failed", str(cfg.stage), error=err)
+        if multirun:
+            logging.getLogger("dti").exception("job failed: %s", run_dir)
+            return None
+        raise

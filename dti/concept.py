@@ -8,7 +8,8 @@ frozen vocabulary, which never receives a gradient and is never written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +121,15 @@ class Concept:
     tokens: list[str]
     tables: dict[str, ConceptTable]  # by encoder key
     initializer: str
+    # how to take the concept out again: each slot's tokenizer and embedding module before it was added
+    _originals: list = field(default_factory=list, repr=False)
+
+    def remove(self) -> None:
+        """Restore every text encoder and tokenizer as they were before `add_concept`."""
+        for slot, tokenizer, embedding in self._originals:
+            slot.tokenizer = tokenizer
+            slot.set_input_embeddings(embedding)
+        self._originals.clear()
 
     def prompt(self, template: str) -> str:
         """Fill a "{}" template with the placeholder expanded to all its tokens (what diffusers does at load)."""
@@ -150,11 +160,13 @@ def add_concept(
     # One count for all encoders (the placeholder string is shared); the first tokenizer decides.
     n = num_vectors or len(init_ids[backbone.encoders[0].key])
     tokens = [placeholder] + [f"{placeholder}_{i}" for i in range(1, n)]
-    tables = {}
+    tables, originals = {}, []
     for slot in backbone.encoders:
         # extra vectors start from the last initializer token; a forced smaller count keeps the first ones
         ids = (init_ids[slot.key] + [init_ids[slot.key][-1]] * n)[:n]
         frozen = slot.input_embeddings()
+        originals.append((slot, slot.tokenizer, frozen))
+        slot.tokenizer = copy.deepcopy(slot.tokenizer)  # the tokens go into a copy: remove() restores the original
         first_id = len(slot.tokenizer)
         added = slot.tokenizer.add_tokens(tokens)
         new_ids = slot.tokenizer.convert_tokens_to_ids(tokens)
@@ -173,4 +185,4 @@ def add_concept(
         table = ConceptTable(init, m).to(frozen.weight.device)
         slot.set_input_embeddings(ConceptEmbedding(frozen, first_id, table))
         tables[slot.key] = table
-    return Concept(placeholder, tokens, tables, initializer)
+    return Concept(placeholder, tokens, tables, initializer, originals)

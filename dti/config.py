@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -12,6 +13,22 @@ def _dirname(override_dirname: str) -> str:
     return override_dirname or "default"
 
 
+def _subject_label(subject) -> str:
+    """The last part of a job's directory: the subject, or for several subjects in one process "all" or a short
+    name (each subject's own run directory is then a sibling: <job dir>/../<subject>)."""
+    if isinstance(subject, (list, tuple)) or OmegaConf.is_list(subject):
+        names = [str(s) for s in subject]
+        if len(names) == 1:
+            return names[0]
+        if len(names) <= 3:
+            return "+".join(names)
+        return f"{len(names)}_subjects_{hashlib.sha1(','.join(names).encode()).hexdigest()[:8]}"
+    return str(subject)
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("dti.dirname", _dirname, replace=True)
+    OmegaConf.register_new_resolver("dti.subject_label", _subject_label, replace=True)
+    OmegaConf.register_new_resolver("dti.num_gpus", lambda: __import__("dti.gpu_pool").gpu_pool.num_gpus(),
+                                    replace=True)
     OmegaConf.register_new_resolver("dti.basename", lambda p: Path(str(p)).name if p else "folder", replace=True)

@@ -11,25 +11,35 @@ from PIL import Image, ImageDraw
 from dti import io
 from dti.backbones.tiny import cache_root
 from dti.data import Subject, folder_subject
+from dti.errors import InputError
 
 
-def draw_toy(seed: int, size: int = 96) -> Image.Image:
+def draw_toy(seed: int, size: int = 96, body=(200, 30, 30), stripe=(240, 210, 40)) -> Image.Image:
     rng = random.Random(seed)
     background = tuple(rng.randint(40, 230) for _ in range(3))
     image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
     r = size * rng.uniform(0.22, 0.32)
     cx, cy = size * rng.uniform(0.4, 0.6), size * rng.uniform(0.4, 0.6)
-    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(200, 30, 30))
-    draw.rectangle([cx - r, cy - r / 5, cx + r, cy + r / 5], fill=(240, 210, 40))
+    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(body))
+    draw.rectangle([cx - r, cy - r / 5, cx + r, cy + r / 5], fill=tuple(stripe))
     return image
 
 
-def synthetic_subject(num_images: int = 4, subject: str = "toy", class_word: str = "toy",
-                      cache_dir: str | None = None, initializer: str | None = None) -> Subject:
+def synthetic_subject(num_images: int = 4, subject: str = "toy", subjects: dict | None = None,
+                      cache_dir: str | None = None, initializer: str | None = None,
+                      initializer_source: str = "class_word") -> Subject:
+    """A generated subject from the `subjects` table ({name: {class_word, body, stripe}}), written once into
+    the cache folder."""
+    subjects = subjects or {"toy": {"class_word": "toy"}}
+    if subject not in subjects:
+        raise InputError("data.subject", subject, f"unknown subject (known: {', '.join(sorted(subjects))})")
+    entry = dict(subjects[subject])
+    colours = {k: entry[k] for k in ("body", "stripe") if k in entry}
     folder = cache_root(cache_dir) / f"synthetic_{subject}_{num_images}"
     for i in range(num_images):
         path = Path(folder) / f"{i:02d}.png"
         if not path.exists():
-            io.save_image(path, draw_toy(i))
-    return folder_subject(str(folder), class_word, subject=subject, initializer=initializer)
+            io.save_image(path, draw_toy(i, **colours))
+    return folder_subject(str(folder), entry["class_word"], subject=subject, initializer=initializer,
+                          live=bool(entry.get("live", False)))

@@ -1,67 +1,171 @@
-"""The recipe: config in, run directory out: train, then sample the prompt set, then score the samples.
+"""The recipe: config in, run directories out. For each subject: train, sample the prompt set, score the samples.
 
     python launch.py model=sdxl data.subject=dog data.root=/path/to/dreambooth
     python launch.py model=sdxl data.subject=dog "stage=[sample,evaluate]"     # re-score, no retraining
+    python launch.py model=sdxl data.subject=all                               # 30 subjects, one model load
 
-`launch.py` calls `run`; tests call it in-process. Every check of the user's input happens before the first
-model is loaded and before anything is written.
+`launch.py` calls `run`; tests call it in-process. Every check of the user's input that needs no model happens
+before the first model is loaded and before anything is written. With several subjects, each gets its own run
+directory beside the job's (`<job dir>/../<subject>`); a subject whose requested outputs are already complete is
+skipped without loading anything; a subject that fails writes `status.json` with the error and the others go on.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+import traceback
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dti import io
 from dti.build import (
     build_concept,
     build_evaluator,
     build_logger,
     build_prompt_set,
     build_sampler_settings,
-    build_subject,
+    build_subjects,
     build_trainer,
     check_resolutions,
     check_stages,
     check_training,
+    fingerprint,
 )
 from dti.sampler import Sampler, embeddings_checksum, load_trained_embeddings
 
+log = logging.getLogger(__name__)
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Run the configured stages in `run_dir`; returns done.json's content and, when evaluated, the metrics."""
-    run_dir = Path(run_dir)
-    stages = check_stages(cfg)
-    if "train" in stages:
-        check_training(cfg)
-    sampler_settings = build_sampler_settings(cfg) if {"sample", "evaluate"} & set(stages) else None
-    subject = build_subject(cfg)  # reads and checks every image before the (slow) model load
-    prompt_set = build_prompt_set(cfg, subject) if sampler_settings else None
-    result = {}
-    if "train" in stages or "sample" in stages:
-        backbone, concept = build_concept(cfg, subject)  # loaded once for training and sampling
-        check_resolutions(cfg, backbone, stages)
-    if "train" in stages:
-        trainer = build_trainer(cfg, run_dir, backbone, concept, subject)
-        trainer.resume()
-        trainer.logger = build_logger(cfg, run_dir)
+
+class SubjectsFailed(RuntimeError):
+    """Some subjects of a multi-subject job failed; each has a status.json with its error."""
+
+
+def subject_dir(run_dir: Path, name: str, many: bool) -> Path:
+    return run_dir.parent / name if many else run_dir
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_complete(directory: Path, stages: list[str], tag: str | None, expected_images: int, print_: dict,
+                sampler: dict | None, evaluator: dict | None) -> bool:
+    """Are the outputs of the requested stages there, complete, and made from these inputs and settings?"""
+    done = _read(directory / "done.json")
+    if "train" in stages and (done is None or done.get("fingerprint") != print_):
+        return False
+    samples = directory / "samples" / str(tag)
+    if "sample" in stages or "evaluate" in stages:
+        made_with = _read(samples / "sampler.json") or {}
+        if any(made_with.get(k) != v for k, v in (sampler or {}).items()):
+            return False
+        if len(list(samples.glob("*/*.png"))) != expected_images:
+            return False
+    if "evaluate" in stages:
+        metrics = _read(samples / "metrics.json")
+        if metrics is None or metrics.get("num_images") != expected_images:
+            return False
+        if (metrics.get("config") or {}).get("evaluator") != evaluator:
+            return False
+    return True
+
+
+class Job:
+    """One launch: the stages for one or more subjects, sharing one backbone and one evaluator."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.stages = check_stages(cfg)
+        if "train" in self.stages:
+            check_training(cfg)
+        self.sampler_settings = build_sampler_settings(cfg) if {"sample", "evaluate"} & set(self.stages) else None
+        self.subjects = build_subjects(cfg)  # reads and checks every image before the (slow) model load
+        self.many = len(self.subjects) > 1
+        self.backbone = self.evaluator = None
+
+    def run(self) -> dict:
+        results, failed = {}, []
+        for subject in self.subjects:
+            directory = subject_dir(self.run_dir, subject.name, self.many)
+            prompt_set = build_prompt_set(self.cfg, subject) if self.sampler_settings else None
+            tag = Sampler.tag_for(self.sampler_settings, prompt_set) if prompt_set else None
+            expected = len(prompt_set.templates) * len(self.sampler_settings.seeds) if prompt_set else 0
+            if is_complete(directory, self.stages, tag, expected, fingerprint(self.cfg, subject),
+                           self.sampler_record(), OmegaConf.to_container(self.cfg.evaluator, resolve=True)):
+                log.info("%s: complete, skipped", directory)
+                results[subject.name] = {"skipped": True}
+                continue
+            if not self.many:  # one subject: errors propagate (one-line bad input, no partial output)
+                results[subject.name] = self.run_subject(subject, directory, prompt_set, tag)
+                continue
+            try:
+                results[subject.name] = self.run_subject(subject, directory, prompt_set, tag)
+            except Exception as err:  # noqa: BLE001  (one subject's failure must not stop the others)
+                write_status(directory, "failed", self.stages, error=err)
+                log.error("%s failed: %s", subject.name, err)
+                failed.append(f"{subject.name} ({type(err).__name__}: {err})")
+        if failed:
+            raise SubjectsFailed(f"{len(failed)} of {len(self.subjects)} subjects failed: {'; '.join(failed)}")
+        return results if self.many else next(iter(results.values()))
+
+    def sampler_record(self) -> dict | None:
+        from dataclasses import asdict
+
+        return json.loads(json.dumps(asdict(self.sampler_settings))) if self.sampler_settings else None
+
+    def run_subject(self, subject, directory: Path, prompt_set, tag) -> dict:
+        started, cfg, stages, result = time.perf_counter(), self.cfg, self.stages, {}
+        concept = None
+        if "train" in stages or "sample" in stages:
+            if self.backbone is None:
+                backbone, concept = build_concept(cfg, subject)  # the one model load of this process
+                self.backbone = backbone
+                check_resolutions(cfg, backbone, stages)
+            else:
+                concept = build_concept(cfg, subject, self.backbone)[1]
+        logger = build_logger(cfg, directory, stages, subject.name)
         failed = True
         try:
-            result["train"] = trainer.fit()
+            if "train" in stages:
+                trainer = build_trainer(cfg, directory, self.backbone, concept, subject, logger)
+                trainer.resume()
+                result["train"] = trainer.fit()
+            if "sample" in stages:
+                embeddings = directory / "embeddings"
+                if "train" not in stages:
+                    load_trained_embeddings(concept, self.backbone, embeddings)
+                sampler = Sampler(self.backbone, concept, self.sampler_settings, subject.class_word)
+                result["samples"] = str(sampler.run(prompt_set, directory / "samples",
+                                                    embeddings_checksum(self.backbone, embeddings)))
+            if "evaluate" in stages:
+                self.evaluator = self.evaluator or build_evaluator(cfg)
+                metrics = self.evaluator.evaluate(directory / "samples" / tag, subject.images, subject.name,
+                                                  directory / "eval_cache",
+                                                  config=OmegaConf.to_container(cfg, resolve=True))
+                logger.log_evaluation(metrics, directory / "samples" / tag)
+                result["metrics"] = {k: metrics[k] for k in ("image_sim", "text_sim", "text_sim_official",
+                                                             "num_images")}
             failed = False
         finally:
-            trainer.logger.finish(failed=failed)  # always: sequential jobs must never share a logger run
-    if "sample" in stages:
-        embeddings = run_dir / "embeddings"
-        if "train" not in stages:
-            load_trained_embeddings(concept, backbone, embeddings)
-        sampler = Sampler(backbone, concept, sampler_settings, subject.class_word)
-        result["samples"] = str(sampler.run(prompt_set, run_dir / "samples",
-                                            embeddings_checksum(backbone, embeddings)))
-    if "evaluate" in stages:
-        evaluator = build_evaluator(cfg)
-        tag = Sampler.tag_for(sampler_settings, prompt_set)
-        metrics = evaluator.evaluate(run_dir / "samples" / tag, subject.images, subject.name,
-                                     run_dir / "eval_cache", config=OmegaConf.to_container(cfg, resolve=True))
-        result["metrics"] = {k: metrics[k] for k in ("image_sim", "text_sim", "text_sim_official", "num_images")}
-    return result
+            logger.finish(failed=failed)  # always: sequential jobs must never share a logger run
+            if concept is not None:
+                concept.remove()  # the next subject starts from the untouched backbone
+        write_status(directory, "done", stages, seconds=time.perf_counter() - started, result=result)
+        return result
+
+
+def write_status(directory: Path, status: str, stages: list[str], error: BaseException | None = None,
+                 **extra) -> None:
+    record = {"status": status, "stages": stages, **extra}
+    if error is not None:
+        record["error"] = f"{type(error).__name__}: {error}"
+        record["traceback"] = traceback.format_exception(type(error), error, error.__traceback__)[-6:]
+    io.write_json(Path(directory) / "status.json", json.loads(json.dumps(record, default=str)))
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Run the configured stages for the configured subject(s); returns what each stage produced."""
+    return Job(cfg, Path(run_dir)).run()

@@ -18,11 +18,12 @@ def options(group):
 
 def test_groups_exist():
     assert options("model") == ["sana_1.6b", "sana_4.8b", "sdxl", "tiny_sana", "tiny_sdxl", "tiny_wan", "wan_1.3b"]
+    assert options("experiment") == ["demo", "fig16", "table2", "table3", "table6"]
+    assert options("hydra/launcher") == ["gpu_pool", "local", "slurm"]
     assert options("optimizer") == ["adamw", "adamw_proj", "rsgd"]
     assert options("magnitude") == ["float", "init", "max", "mean", "min", "none"]
     assert options("data") == ["dreambooth", "folder", "synthetic"]
     assert options("logger") == ["none", "wandb"]
-    assert "demo" in options("experiment")
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -61,7 +62,7 @@ def test_experiments_compose():
     demo = compose_cfg(["+experiment=demo"])
     assert demo.model.name == "tiny_sdxl" and demo.data._target_ == "dti.demo.synthetic_subject"
     assert demo.train.resolution == 32 and demo.train.steps < 400
-    ti = compose_cfg(["+experiment=ti"])
+    ti = compose_cfg(["+method=ti"])
     assert ti.optimizer._target_ == "dti.optim.AdamW" and ti.magnitude._target_ == "dti.magnitude.Free"
 
 
@@ -111,7 +112,12 @@ def test_run_directories_are_deterministic_and_distinct():
     b, _ = run_dir(["model=tiny_sdxl", "data.subject=cat", "kappa=0"])
     c, _ = run_dir(["model=tiny_sdxl", "data.subject=cat", "kappa=5e-4"])
     d, _ = run_dir(["model=tiny_sdxl", "data.subject=cat"])
-    assert a == b == "outputs/tiny_sdxl/cat/kappa=0"
-    assert c == "outputs/tiny_sdxl/cat/kappa=5e-4" and d == "outputs/tiny_sdxl/cat/default"
+    assert a == b == "outputs/kappa=0,model=tiny_sdxl/cat"
+    assert c == "outputs/kappa=5e-4,model=tiny_sdxl/cat" and d == "outputs/model=tiny_sdxl/cat"
+    assert run_dir(["data.subject=cat"])[0] == "outputs/default/cat"
+    # sampling/evaluation settings and stages write inside the training run, so they do not name it
+    assert run_dir(["model=tiny_sdxl", "data.subject=cat", "sampler.rescale=mean", "stage=[evaluate]"])[0] == d
     _, sweep = run_dir(["model=tiny_sdxl", "data.subject=cat", "kappa=0", "sweep_name=table3"])
-    assert sweep["dir"] == "multirun/table3" and sweep["subdir"] == "kappa=0/cat"
+    assert sweep["dir"] == "multirun/table3" and sweep["subdir"] == "kappa=0,model=tiny_sdxl/cat"
+    assert run_dir(["data.subject=all"])[0] == "outputs/default/all"
+    assert run_dir(["data.subject=[cat,dog]"])[0] == "outputs/default/cat+dog"

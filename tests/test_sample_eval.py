@@ -44,11 +44,13 @@ def test_train_sample_evaluate_then_rescore_without_retraining(tmp_path):
     assert metrics["image_sim"] == pytest.approx(mean)
 
     stamps = {k: p.stat().st_mtime_ns for k, p in images.items()}
-    again = full_run(run, stage="[sample,evaluate]")  # re-score: nothing retrained, nothing resampled
+    assert full_run(run, stage="[sample,evaluate]") == {"skipped": True}  # complete, same settings: nothing to do
+    # re-score with other evaluation settings: nothing retrained, nothing resampled, the same scores
+    again = full_run(run, "evaluator.batch_size=5", stage="[sample,evaluate]")
     assert {k: p.stat().st_mtime_ns for k, p in pngs(samples).items()} == stamps
-    assert again["metrics"] == first["metrics"] and "train" not in again
-    only_eval = full_run(run, stage="[evaluate]")
-    assert only_eval["metrics"] == first["metrics"]
+    assert again["metrics"] == pytest.approx(first["metrics"]) and "train" not in again
+    only_eval = full_run(run, "evaluator.batch_size=7", stage="[evaluate]")
+    assert only_eval["metrics"] == pytest.approx(first["metrics"])
 
 
 def test_sampling_resumes_only_missing_images(tmp_path):

@@ -93,10 +93,11 @@ class SanaBackbone(Backbone):
 
     def _tokenize(self, prompts: list[str], instruction: str) -> list[torch.Tensor]:
         texts = [instruction + _sana_preprocess(p) for p in prompts]
+        tokenizer = self.encoders[0].tokenizer
         length = self.max_sequence_length
         if instruction:
-            length = len(self.tokenizer.encode(instruction)) + self.max_sequence_length - 2
-        ids = self.tokenizer(texts, padding="max_length", max_length=length, truncation=True,
+            length = len(tokenizer.encode(instruction)) + self.max_sequence_length - 2
+        ids = tokenizer(texts, padding="max_length", max_length=length, truncation=True,
                              add_special_tokens=True, return_tensors="pt").input_ids
         return [ids.to(self.device)]
 
