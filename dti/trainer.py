@@ -181,36 +181,16 @@ class Trainer:
             return done
         started = time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        cache = self.backbone.cache_latents(self.images, s.resolution, s.random_flip)
-        if not s.sample_latents:
-            cache.std = None
-        templates = TEMPLATES[s.templates]
-        token_ids = self.backbone.tokenize([self.concept.prompt(t) for t in templates])
-        device, batch = self.backbone.device, s.batch_size * s.grad_accum
+        prepared = self.prepare()
         bar = tqdm(total=s.steps, initial=self.step, desc=f"train {self.subject}", dynamic_ncols=True)
         while self.step < s.steps:
             self.step += 1
-            image_idx = torch.randint(len(cache), (batch,), generator=self.generator, device=device)
-            template_idx = torch.randint(len(templates), (batch,), generator=self.generator, device=device)
-            x0, extras = cache.draw(image_idx, self.generator)
-            noisy, t, target = self.backbone.objective(x0, self.generator)
-            augment = self.backbone.text_augmentation(batch, self.generator)
-            loss_sum = torch.zeros((), device=device)
-            for part in torch.arange(batch, device=device).split(s.batch_size):
-                cond = self.backbone.encode_text([ids[template_idx[part]] for ids in token_ids],
-                                                 {k: v[part] for k, v in augment.items()})
-                loss = self.backbone.loss(noisy[part], t[part], target[part], cond,
-                                          {k: v[part] for k, v in extras.items()})
-                (loss * (len(part) / batch)).backward()
-                loss_sum += loss.detach() * (len(part) / batch)
             logging_step = self._due(s.log_every)
-            grads = {k: tab.grad_norm() for k, tab in self.concept.tables.items()} if logging_step else None
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            loss, grads = self.train_step(prepared, grad_norms=logging_step)
             bar.update(1)
             if logging_step:  # the direction after this step's update, the gradient that made it
                 stats = {k: {**tab.stats(), "grad_norm": grads[k]} for k, tab in self.concept.tables.items()}
-                self._log(loss_sum, stats, bar)
+                self._log(loss, stats, bar)
             if self._due(s.checkpoint_every):
                 checkpoint.save(self.ckpt_dir, self.step, self._state(), s.keep_checkpoints)
             if self.validation.enabled and self.validation.every and self.step % self.validation.every == 0 \
@@ -226,6 +206,38 @@ class Trainer:
                 "train_seconds_this_process": round(time.perf_counter() - started, 3)}
         io.write_json(self.run_dir / "done.json", done)  # written last: its presence means the run is complete
         return done
+
+    def prepare(self) -> dict:
+        """What every step reuses: cached latents and pre-tokenised prompt templates (on the device)."""
+        s = self.settings
+        cache = self.backbone.cache_latents(self.images, s.resolution, s.random_flip)
+        if not s.sample_latents:
+            cache.std = None
+        templates = TEMPLATES[s.templates]
+        return {"cache": cache, "num_templates": len(templates),
+                "token_ids": self.backbone.tokenize([self.concept.prompt(t) for t in templates])}
+
+    def train_step(self, prepared: dict, grad_norms: bool = False) -> tuple[torch.Tensor, dict | None]:
+        """One optimizer step; returns the loss (a device tensor: no host sync) and, if asked, ‖g‖ per encoder."""
+        s, device = self.settings, self.backbone.device
+        cache, token_ids, batch = prepared["cache"], prepared["token_ids"], s.batch_size * s.grad_accum
+        image_idx = torch.randint(len(cache), (batch,), generator=self.generator, device=device)
+        template_idx = torch.randint(prepared["num_templates"], (batch,), generator=self.generator, device=device)
+        x0, extras = cache.draw(image_idx, self.generator)
+        noisy, t, target = self.backbone.objective(x0, self.generator)
+        augment = self.backbone.text_augmentation(batch, self.generator)
+        loss_sum = torch.zeros((), device=device)
+        for part in torch.arange(batch, device=device).split(s.batch_size):
+            cond = self.backbone.encode_text([ids[template_idx[part]] for ids in token_ids],
+                                             {k: v[part] for k, v in augment.items()})
+            loss = self.backbone.loss(noisy[part], t[part], target[part], cond,
+                                      {k: v[part] for k, v in extras.items()})
+            (loss * (len(part) / batch)).backward()
+            loss_sum += loss.detach() * (len(part) / batch)
+        grads = {k: tab.grad_norm() for k, tab in self.concept.tables.items()} if grad_norms else None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, grads
 
     def _due(self, every: int) -> bool:
         return self.step % every == 0 or self.step == self.settings.steps
