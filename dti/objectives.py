@@ -5,6 +5,12 @@ from __future__ import annotations
 import torch
 
 
+def mse(prediction: torch.Tensor, target: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
+    """Mean squared error over everything, or per sample (packed concepts each need their own)."""
+    error = (prediction - target).square()
+    return error.flatten(1).mean(dim=1) if per_sample else error.mean()
+
+
 class NoisePrediction:
     """DDPM objective: x_t = sqrt(ᾱ_t)·x0 + sqrt(1-ᾱ_t)·ε with t uniform over the training timesteps.
 

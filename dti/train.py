@@ -88,7 +88,11 @@ class Job:
 
     def run(self) -> dict:
         results, failed = {}, []
+        if "train" in self.stages and self.many and self.cfg.train.pack > 1:
+            failed += self.train_packed(int(self.cfg.train.pack))
         for subject in self.subjects:
+            if any(f.startswith(f"{subject.name} (") for f in failed):
+                continue
             directory = subject_dir(self.run_dir, subject.name, self.many)
             prompt_set = build_prompt_set(self.cfg, subject) if self.sampler_settings else None
             tag = Sampler.tag_for(self.sampler_settings, prompt_set) if prompt_set else None
@@ -110,6 +114,42 @@ class Job:
         if failed:
             raise SubjectsFailed(f"{len(failed)} of {len(self.subjects)} subjects failed: {'; '.join(failed)}")
         return results if self.many else next(iter(results.values()))
+
+    def train_packed(self, pack: int) -> list[str]:
+        """Train the subjects that need it `pack` at a time in shared batches (dti.packed); returns failures.
+        The per-subject stages that follow find training complete and go on to sampling."""
+        from dti.packed import PackedTrainer
+
+        todo = [s for s in self.subjects
+                if not is_complete(subject_dir(self.run_dir, s.name, True), ["train"], None, 0,
+                                   fingerprint(self.cfg, s), None, None)]
+        failed = []
+        for start in range(0, len(todo), pack):
+            group, concepts, trainers = todo[start:start + pack], [], []
+            try:
+                for subject in group:
+                    backbone, concept = build_concept(self.cfg, subject, self.backbone)
+                    if self.backbone is None:
+                        self.backbone = backbone
+                        check_resolutions(self.cfg, backbone, self.stages)
+                    concepts.append(concept)
+                    directory = subject_dir(self.run_dir, subject.name, True)
+                    trainer = build_trainer(self.cfg, directory, self.backbone, concept, subject,
+                                            build_logger(self.cfg, directory, ["train"], subject.name))
+                    trainer.resume()
+                    trainers.append(trainer)
+                log.info("training %d concepts packed: %s", len(group), ", ".join(s.name for s in group))
+                PackedTrainer(trainers).fit()
+            except Exception as err:  # noqa: BLE001  (the pack fails together; other packs go on)
+                for subject in group:
+                    write_status(subject_dir(self.run_dir, subject.name, True), "failed", ["train"], error=err)
+                    failed.append(f"{subject.name} ({type(err).__name__}: {err})")
+            finally:
+                for trainer in trainers:
+                    trainer.logger.finish()
+                for concept in reversed(concepts):  # the lookups nest: take them out in reverse order
+                    concept.remove()
+        return failed
 
     def sampler_record(self) -> dict | None:
         from dataclasses import asdict

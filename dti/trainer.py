@@ -70,9 +70,10 @@ class TrainSettings:
     keep_checkpoints: int = 2
     resume: str = "auto"  # auto: latest checkpoint in the run directory; never; or a checkpoint path
     seed: int = 42
+    pack: int = 1  # train this many concepts together in one batch (dti.packed); 1: one after another
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "grad_accum", "resolution", "log_every", "checkpoint_every"):
+        for name in ("steps", "batch_size", "grad_accum", "resolution", "log_every", "checkpoint_every", "pack"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"train.{name}", value, "must be a positive integer")
@@ -96,6 +97,9 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.generator = torch.Generator(backbone.device).manual_seed(settings.seed)
         self.step = 0
+        self.started = time.perf_counter()
+        self.last_loss: torch.Tensor | None = None
+        self.last_grads: dict | None = None
 
     # -- state ----------------------------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -172,39 +176,55 @@ class Trainer:
             io.write_text(path, "".join(ln + "\n" for ln in lines))
 
     # -- loop -----------------------------------------------------------------------------------------------
+    def complete(self) -> bool:
+        """done.json is there (made from these inputs) and the checkpoint has reached the last step."""
+        if not (self.run_dir / "done.json").exists() or self.step < self.settings.steps:
+            return False
+        self._check_fingerprint(self.done().get("fingerprint"), self.run_dir / "done.json")
+        return True
+
+    def done(self) -> dict:
+        return json.loads((self.run_dir / "done.json").read_text())
+
     def fit(self) -> dict:
-        s = self.settings
-        if (self.run_dir / "done.json").exists() and self.step >= s.steps:
-            done = json.loads((self.run_dir / "done.json").read_text())
-            self._check_fingerprint(done.get("fingerprint"), self.run_dir / "done.json")
+        if self.complete():
             log.info("%s is complete; nothing to do", self.run_dir)
-            return done
-        started = time.perf_counter()
+            return self.done()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         prepared = self.prepare()
-        bar = tqdm(total=s.steps, initial=self.step, desc=f"train {self.subject}", dynamic_ncols=True)
-        while self.step < s.steps:
+        bar = tqdm(total=self.settings.steps, initial=self.step, desc=f"train {self.subject}", dynamic_ncols=True)
+        while self.step < self.settings.steps:
             self.step += 1
-            logging_step = self._due(s.log_every)
-            loss, grads = self.train_step(prepared, grad_norms=logging_step)
+            self.last_loss, self.last_grads = self.train_step(prepared, grad_norms=self.logging_due())
             bar.update(1)
-            if logging_step:  # the direction after this step's update, the gradient that made it
-                stats = {k: {**tab.stats(), "grad_norm": grads[k]} for k, tab in self.concept.tables.items()}
-                self._log(loss, stats, bar)
-            if self._due(s.checkpoint_every):
-                checkpoint.save(self.ckpt_dir, self.step, self._state(), s.keep_checkpoints)
-            if self.validation.enabled and self.validation.every and self.step % self.validation.every == 0 \
-                    and self.step < s.steps:
-                self.validate()
+            self.after_step(bar)
         bar.close()
+        return self.finish()
+
+    def logging_due(self) -> bool:
+        return self._due(self.settings.log_every)
+
+    def after_step(self, bar=None) -> None:
+        """Logging, checkpoint and validation after the optimizer step (`last_loss`/`last_grads` set by it)."""
+        s = self.settings
+        if self.logging_due():  # the direction after this step's update, the gradient that made it
+            stats = {k: {**tab.stats(), "grad_norm": self.last_grads[k]} for k, tab in self.concept.tables.items()}
+            self._log(self.last_loss, stats, bar)
+        if self._due(s.checkpoint_every):
+            checkpoint.save(self.ckpt_dir, self.step, self._state(), s.keep_checkpoints)
+        if self.validation.enabled and self.validation.every and self.step % self.validation.every == 0 \
+                and self.step < s.steps:
+            self.validate()
+
+    def finish(self) -> dict:
+        """Export the embeddings, the final validation, then done.json (last: its presence means complete)."""
         files = save_embeddings(self.concept, self.backbone.encoders, self.run_dir / "embeddings", self.subject)
         if self.validation.enabled:
             self.validate()
         done = {"step": self.step, "subject": self.subject, "tokens": self.concept.tokens,
-                "fingerprint": self.fingerprint,
-                "embeddings": [str(f.relative_to(self.run_dir)) for f in files],
-                "train_seconds_this_process": round(time.perf_counter() - started, 3)}
-        io.write_json(self.run_dir / "done.json", done)  # written last: its presence means the run is complete
+                "fingerprint": self.fingerprint, "embeddings": [str(f.relative_to(self.run_dir)) for f in files],
+                "train_seconds_this_process": round(time.perf_counter() - self.started, 3)}
+        io.write_json(self.run_dir / "done.json", done)
         return done
 
     def prepare(self) -> dict:
@@ -247,7 +267,8 @@ class Trainer:
         for key, values in stats.items():
             for name, value in values.items():
                 record[f"{key}/{name}"] = value.item()
-        bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if bar is not None:
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
         with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:  # append-only log, one line each
             f.write(json.dumps(record) + "\n")
         self.logger.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=self.step)

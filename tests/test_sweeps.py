@@ -193,3 +193,27 @@ def test_report_cli_on_an_empty_folder(tmp_path):
 
     assert main([str(tmp_path)]) == 0 and (tmp_path / "report.md").is_file()
     assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_packed_training_matches_separate_runs(tmp_path):
+    """Two concepts trained in one batch end where their separate runs end (same draws, float tolerance)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from dti import train
+
+    common = [*FAST, "train.steps=3", "train.checkpoint_every=2", "optimizer.beta=0.9"]
+    for name in ("toy", "ball"):
+        train.run(compose_cfg([*common, f"data.subject={name}"]), tmp_path / "separate" / name)
+    packed = train.run(compose_cfg([*common, "data.subject=all", "train.pack=2"]), tmp_path / "packed" / "all")
+    assert set(packed) == {"toy", "ball"}
+    for name in ("toy", "ball"):
+        for file in ("learned_embeds.safetensors", "learned_embeds_2.safetensors"):
+            a = load_file(tmp_path / "separate" / name / "embeddings" / file)[f"<{name}>"]
+            b = load_file(tmp_path / "packed" / name / "embeddings" / file)[f"<{name}>"]
+            assert torch.allclose(a, b, atol=1e-5), (name, file, (a - b).abs().max())
+        separate = [json.loads(x) for x in (tmp_path / "separate" / name / "train_log.jsonl").read_text().splitlines()]
+        together = [json.loads(x) for x in (tmp_path / "packed" / name / "train_log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in together] == [1, 2, 3]
+        assert [r["loss"] for r in together] == pytest.approx([r["loss"] for r in separate], abs=1e-5)
+        assert (tmp_path / "packed" / name / "checkpoints" / "step_000003.pt").is_file()

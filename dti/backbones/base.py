@@ -115,8 +115,9 @@ class Backbone:
     objective: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
     def loss(self, noisy: torch.Tensor, t: torch.Tensor, target: torch.Tensor, cond: dict[str, torch.Tensor],
-             extras: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean training loss of a (micro-)batch whose noise and timesteps were drawn by `objective`."""
+             extras: dict[str, torch.Tensor], per_sample: bool = False) -> torch.Tensor:
+        """Mean training loss of a (micro-)batch whose noise and timesteps were drawn by `objective`; with
+        `per_sample`, one value per sample."""
         raise NotImplementedError
 
     # -- sampling with the components already in memory ------------------------------------------------------

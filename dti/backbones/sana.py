@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderDC, SanaPipeline, SanaTransformer2DModel
 from transformers import AutoTokenizer, Gemma2Model
 
@@ -19,7 +18,7 @@ from dti.backbones.base import (
 )
 from dti.errors import InputError
 from dti.images import prepare, to_pil
-from dti.objectives import FlowMatching
+from dti.objectives import FlowMatching, mse
 from dti.runtime import resolve_device, resolve_dtype
 
 STAGES = ("train", "sample")
@@ -122,13 +121,13 @@ class SanaBackbone(Backbone):
         return {"prompt_embeds": torch.cat([hidden[:, :1], hidden[:, -tail:]], dim=1),
                 "mask": torch.cat([mask[:, :1], mask[:, -tail:]], dim=1)}
 
-    def loss(self, noisy, t, target, cond, extras):
+    def loss(self, noisy, t, target, cond, extras, per_sample=False):
         prediction = self.transformer(
             noisy.to(self.dtype), encoder_hidden_states=cond["prompt_embeds"].to(self.dtype),
             encoder_attention_mask=cond["mask"], timestep=t * self.transformer.config.timestep_scale,
             return_dict=False,
         )[0]
-        return F.mse_loss(prediction.float(), target)
+        return mse(prediction.float(), target, per_sample)
 
     pipeline_class = SanaPipeline
 

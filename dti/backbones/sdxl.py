@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers import (
     AutoencoderKL,
     DDPMScheduler,
@@ -22,7 +21,7 @@ from dti.backbones.base import (
     sampling_scheduler,
 )
 from dti.images import prepare, to_pil
-from dti.objectives import NoisePrediction
+from dti.objectives import NoisePrediction, mse
 from dti.runtime import resolve_device, resolve_dtype
 
 
@@ -103,13 +102,13 @@ class SDXLBackbone(Backbone):
         return {"prompt_embeds": torch.cat([hidden_1, out_2.hidden_states[-2]], dim=-1), "pooled": pooled}
 
     # -- training -------------------------------------------------------------------------------------------
-    def loss(self, noisy, t, target, cond, extras):
+    def loss(self, noisy, t, target, cond, extras, per_sample=False):
         prediction = self.unet(
             noisy.to(self.dtype), t, encoder_hidden_states=cond["prompt_embeds"].to(self.dtype),
             added_cond_kwargs={"text_embeds": cond["pooled"].to(self.dtype),
                                "time_ids": extras["time_ids"].to(self.dtype)},
         ).sample
-        return F.mse_loss(prediction.float(), target)
+        return mse(prediction.float(), target, per_sample)
 
     # -- sampling with the loaded components ----------------------------------------------------------------
     pipeline_class = StableDiffusionXLPipeline

@@ -4,7 +4,6 @@ VAE with per-channel latent normalisation, flow-matching training."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 from transformers import AutoTokenizer, UMT5EncoderModel
@@ -18,7 +17,7 @@ from dti.backbones.base import (
     sampling_scheduler,
 )
 from dti.images import prepare, to_pil
-from dti.objectives import FlowMatching
+from dti.objectives import FlowMatching, mse
 from dti.runtime import resolve_device, resolve_dtype
 
 
@@ -71,11 +70,11 @@ class WanBackbone(Backbone):
         # WanPipeline cuts each prompt to its real length and pads with zeros: the same as zeroing the padding
         return {"prompt_embeds": hidden * mask[..., None].to(hidden.dtype)}
 
-    def loss(self, noisy, t, target, cond, extras):
+    def loss(self, noisy, t, target, cond, extras, per_sample=False):
         prediction = self.transformer(noisy.to(self.dtype), timestep=t,
                                       encoder_hidden_states=cond["prompt_embeds"].to(self.dtype),
                                       return_dict=False)[0]
-        return F.mse_loss(prediction.float(), target)
+        return mse(prediction.float(), target, per_sample)
 
     pipeline_class = WanPipeline
 

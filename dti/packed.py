@@ -1,0 +1,94 @@
+"""Packed multi-concept training (`train.pack=K`): K concepts share the frozen backbone and one batch per step.
+
+Each concept keeps everything of its own: placeholder tokens and table (the lookups nest, one wrapper per
+concept), optimizer and its state, prior, random stream (a generator seeded as its separate run would be), run
+directory, checkpoints, log, validation and exports: each is a `Trainer`. Per step every concept draws its own
+images, templates, timesteps and noise exactly as its separate run would; the K batches are concatenated for one
+text-encoder + denoiser pass, and the summed per-concept loss gives each table the gradient of its own batch only
+(no other concept's tokens appear in its prompts). RSGD's per-row normalisation then makes each concept's step
+independent of the others, so a packed concept ends where its separate run ends (up to float rounding of the
+larger batch).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from tqdm.auto import tqdm
+
+from dti.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+class PackedTrainer:
+    def __init__(self, trainers: list[Trainer]):
+        if len({t.backbone for t in trainers}) != 1:
+            raise ValueError("packed concepts must share one backbone")
+        settings = {(t.settings.batch_size, t.settings.grad_accum, t.settings.resolution) for t in trainers}
+        if len(settings) != 1:
+            raise ValueError("packed concepts need the same batch size, accumulation and resolution")
+        self.trainers, self.backbone = trainers, trainers[0].backbone
+
+    def fit(self) -> dict[str, dict]:
+        active = [t for t in self.trainers if not t.complete()]
+        for t in active:
+            t.run_dir.mkdir(parents=True, exist_ok=True)
+        prepared = {id(t): t.prepare() for t in active}
+        steps = max((t.settings.steps for t in active), default=0)
+        bar = tqdm(total=steps, initial=min((t.step for t in active), default=0),
+                   desc=f"train {len(active)} packed", dynamic_ncols=True)
+        while active:
+            self.step(active, prepared)
+            bar.update(1)
+            for t in active:
+                t.after_step()
+            for t in [t for t in active if t.step >= t.settings.steps]:
+                t.finish()
+                active.remove(t)
+        bar.close()
+        return {t.subject: t.done() for t in self.trainers}
+
+    def step(self, trainers: list[Trainer], prepared: dict) -> None:
+        """One optimizer step of every concept in `trainers`, through one pass of the shared backbone."""
+        s, device = trainers[0].settings, self.backbone.device
+        batch = s.batch_size * s.grad_accum
+        draws = []
+        for t in trainers:  # each concept's draws, in the order and from the stream of its separate run
+            t.step += 1
+            p = prepared[id(t)]
+            image_idx = torch.randint(len(p["cache"]), (batch,), generator=t.generator, device=device)
+            template_idx = torch.randint(p["num_templates"], (batch,), generator=t.generator, device=device)
+            x0, extras = p["cache"].draw(image_idx, t.generator)
+            noisy, timesteps, target = self.backbone.objective(x0, t.generator)
+            augment = self.backbone.text_augmentation(batch, t.generator)
+            draws.append({"ids": [ids[template_idx] for ids in p["token_ids"]], "noisy": noisy, "t": timesteps,
+                          "target": target, "extras": extras, "augment": augment})
+        losses = torch.zeros(len(trainers), device=device)
+        for part in torch.arange(batch, device=device).split(s.batch_size):
+            b = _concat(draws, part)  # concept 0's slice, then concept 1's, ...
+            cond = self.backbone.encode_text(b["ids"], b["augment"])
+            per_sample = self.backbone.loss(b["noisy"], b["t"], b["target"], cond, b["extras"], per_sample=True)
+            # each concept's mean over its own samples; the sum keeps their gradients apart
+            part_losses = per_sample.view(len(trainers), -1).mean(dim=1) * (len(part) / batch)
+            part_losses.sum().backward()
+            losses += part_losses.detach()
+        for k, t in enumerate(trainers):
+            t.last_loss = losses[k]
+            t.last_grads = {key: tab.grad_norm() for key, tab in t.concept.tables.items()} if t.logging_due() else None
+            t.optimizer.step()
+            t.optimizer.zero_grad(set_to_none=True)
+
+
+def _concat(draws: list[dict], part: torch.Tensor) -> dict:
+    """The micro-batch `part` of every concept's draws, concatenated concept after concept."""
+    def cat(tensors):
+        return torch.cat([x[part] for x in tensors])
+
+    first = draws[0]
+    return {
+        "ids": [cat([d["ids"][e] for d in draws]) for e in range(len(first["ids"]))],
+        **{key: cat([d[key] for d in draws]) for key in ("noisy", "t", "target")},
+        **{group: {k: cat([d[group][k] for d in draws]) for k in first[group]} for group in ("extras", "augment")},
+    }
