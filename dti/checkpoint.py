@@ -41,8 +41,8 @@ def load(path: Path) -> dict:
 
 def rng_state(generator: torch.Generator) -> dict:
     state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # the current device only: a resume may see fewer GPUs (gpu_pool, SLURM)
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -50,4 +50,5 @@ def restore_rng(generator: torch.Generator, state: dict) -> None:
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)

@@ -80,15 +80,16 @@ def run_job(cfg) -> dict | None:
     from dti.train import SubjectsFailed, write_status
 
     hydra_cfg = HydraConfig.get()
-    if "joblib" in str(hydra_cfg.launcher.get("_target_", "")).lower():  # parallel local jobs: one GPU each
-        from dti.gpu_pool import claim_gpu
-
-        claim_gpu()
     quiet_libraries()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    (run_dir / "status.json").unlink(missing_ok=True)  # a previous attempt's verdict; this attempt writes its own
     fresh = {p.name for p in run_dir.iterdir()} <= HYDRA_FILES  # only what Hydra itself just wrote
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
+        if "joblib" in str(hydra_cfg.launcher.get("_target_", "")).lower():  # parallel local jobs: one GPU each
+            from dti.gpu_pool import claim_gpu
+
+            claim_gpu()
         return train.run(cfg, run_dir)
     except InputError as err:
         if fresh and not multirun:

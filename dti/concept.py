@@ -126,7 +126,7 @@ class Concept:
 
     def remove(self) -> None:
         """Restore every text encoder and tokenizer as they were before `add_concept`."""
-        for slot, tokenizer, embedding in self._originals:
+        for slot, tokenizer, embedding in reversed(self._originals):
             slot.tokenizer = tokenizer
             slot.set_input_embeddings(embedding)
         self._originals.clear()
@@ -161,6 +161,15 @@ def add_concept(
     n = num_vectors or len(init_ids[backbone.encoders[0].key])
     tokens = [placeholder] + [f"{placeholder}_{i}" for i in range(1, n)]
     tables, originals = {}, []
+    try:
+        _add_to_encoders(backbone, placeholder, tokens, n, init_ids, magnitude, tables, originals)
+    except BaseException:
+        Concept(placeholder, tokens, tables, initializer, originals).remove()  # leave the backbone as it was
+        raise
+    return Concept(placeholder, tokens, tables, initializer, originals)
+
+
+def _add_to_encoders(backbone, placeholder, tokens, n, init_ids, magnitude, tables, originals) -> None:
     for slot in backbone.encoders:
         # extra vectors start from the last initializer token; a forced smaller count keeps the first ones
         ids = (init_ids[slot.key] + [init_ids[slot.key][-1]] * n)[:n]
@@ -185,4 +194,3 @@ def add_concept(
         table = ConceptTable(init, m).to(frozen.weight.device)
         slot.set_input_embeddings(ConceptEmbedding(frozen, first_id, table))
         tables[slot.key] = table
-    return Concept(placeholder, tokens, tables, initializer, originals)

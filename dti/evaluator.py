@@ -6,7 +6,8 @@
   the concept goes, as the official evaluation does); `siglip_official` is sigmoid(cos·exp(t) + b) with SigLIP's
   own logit scale and bias, the variant the official numbers use.
 - `clip_i` / `clip_t` (optional, open_clip): the same two measures with a CLIP model.
-Everything runs batched, in eval mode, without gradients, in bf16 on CUDA.
+Everything runs batched, in eval mode, without gradients; in fp32 by default (`evaluator.dtype`): the models are
+small, and bf16 would round SigLIP's logit scale and bias, shifting `siglip_official`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def image_key(image: Image.Image) -> str:
 class Evaluator:
     def __init__(self, dinov2: str | None = "facebook/dinov2-base",
                  siglip: str | None = "google/siglip-base-patch16-512", clip: str | None = None,
-                 batch_size: int = 16, device: str = "auto", dtype: str = "auto"):
+                 batch_size: int = 16, device: str = "auto", dtype: str = "float32"):
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
         self.device = resolve_device(device)
@@ -84,7 +85,8 @@ class Evaluator:
         """DINOv2 features of the reference photos, cached per model and image content."""
         from safetensors.torch import load_file
 
-        path = Path(cache) / f"dinov2_{hashlib.sha1(self.names['dinov2'].encode()).hexdigest()[:8]}.safetensors"
+        key = f"{self.names['dinov2']}|{self.dtype}"  # features depend on the model and the precision it ran in
+        path = Path(cache) / f"dinov2_{hashlib.sha1(key.encode()).hexdigest()[:8]}.safetensors"
         stored = load_file(str(path)) if path.exists() else {}
         keys = [image_key(im) for im in references]
         missing = [i for i, k in enumerate(keys) if k not in stored]

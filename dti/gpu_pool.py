@@ -31,7 +31,8 @@ def visible_gpus() -> list[str]:
 
 
 def lock_dir() -> Path:
-    return Path(os.environ.get("DTI_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / "dti-gpu-locks"))
+    default = Path(tempfile.gettempdir()) / f"dti-gpu-locks-{os.getuid()}"  # per user: no permission clashes
+    return Path(os.environ.get("DTI_GPU_LOCK_DIR", default))
 
 
 def claim_gpu(gpus: list[str] | None = None, locks: Path | None = None, timeout: float = 3600.0,
@@ -48,16 +49,17 @@ def claim_gpu(gpus: list[str] | None = None, locks: Path | None = None, timeout:
     deadline = time.monotonic() + timeout
     while True:
         for gpu in gpus:
-            handle = open(locks / f"gpu{gpu}.lock", "w")  # noqa: SIM115 (held for the process lifetime)
+            # opened without truncating: the holder's pid stays readable until the lock is ours
+            fd = os.open(locks / f"gpu{gpu}.lock", os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                handle.close()
+                os.close(fd)
                 continue
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-            _claimed = (gpu, handle)
+            _claimed = (gpu, fd)  # held (and locked) for the lifetime of this process
             return gpu
         if time.monotonic() > deadline:
             raise TimeoutError(f"no free GPU among {gpus} after {timeout:.0f} s (locks in {locks})")

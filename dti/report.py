@@ -28,14 +28,12 @@ from dti import io
 PAPER_DIR = Path(__file__).resolve().parent.parent / "conf" / "paper"
 
 
-def row_label(config: dict) -> str:
+def row_label(config: dict, job: str) -> str:
+    """The run's `method` label, or else its job's overrides without the backbone (which is the column), so that
+    runs differing in anything that changes training never share a row."""
     label = config.get("method")
     if not label:
-        optimizer = config["optimizer"]["_target_"].rsplit(".", 1)[-1]
-        magnitude = config["magnitude"].get("statistic") or config["magnitude"]["_target_"].rsplit(".", 1)[-1]
-        if "value" in config["magnitude"]:
-            magnitude = f"{magnitude} {config['magnitude']['value']}"
-        label = f"{optimizer} / {magnitude} / κ={config['optimizer'].get('kappa', config.get('kappa'))}"
+        label = ",".join(p for p in job.split(",") if not p.startswith("model=")) or "default"
     rescale = str(config.get("sampler", {}).get("rescale", "none"))
     return label if rescale == "none" else f"{label}-rescaled" if rescale == "mean" else f"{label}-rescaled({rescale})"
 
@@ -46,12 +44,13 @@ def collect(folder: Path) -> list[dict]:
     for path in sorted(Path(folder).rglob("samples/*/metrics.json")):
         metrics = json.loads(path.read_text())
         config = metrics.get("config") or {}
+        run = path.parent.parent.parent
         records.append({
-            "row": row_label(config), "backbone": config.get("model", {}).get("name", "?"),
+            "row": row_label(config, run.parent.name), "backbone": config.get("model", {}).get("name", "?"),
             "subject": metrics["subject"], "image": metrics.get("image_sim"),
             "text": metrics.get("text_sim_official"), "text_cos": metrics.get("text_sim"),
-            "seeds": len(metrics.get("seeds", [])), "prompt_set": path.parent.name,
-            "run": str(path.parent.parent.parent.relative_to(folder)),
+            "seeds": len(metrics.get("seeds", [])), "prompt_set": path.parent.name.split("-rescale_")[0],
+            "run": str(run.relative_to(folder)),
         })
     return records
 
@@ -76,19 +75,34 @@ def load_paper(paper_dir: Path = PAPER_DIR) -> dict[tuple[str, str], dict]:
     return values
 
 
-def summarise(records: list[dict]) -> dict[tuple[str, str], dict]:
-    cells = defaultdict(list)
+def display_rows(records: list[dict]) -> None:
+    """Rows are (label, prompt set); the prompt set is shown only when the folder holds more than one."""
+    several = len({r["prompt_set"] for r in records}) > 1
     for r in records:
-        cells[(r["row"], r["backbone"])].append(r)
-    out = {}
-    def mean(rs, field):
-        vals = [r[field] for r in rs if r[field] is not None]
-        return statistics.fmean(vals) if vals else None
+        r["display"] = f"{r['row']} [{r['prompt_set']}]" if several else r["row"]
 
-    for key, rs in cells.items():
-        out[key] = {"image": mean(rs, "image"), "text": mean(rs, "text"), "subjects": len({r["subject"] for r in rs}),
-                    "seeds": sorted({r["seeds"] for r in rs})}
-    return out
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def summarise(records: list[dict]) -> tuple[dict[tuple[str, str], dict], list[str]]:
+    """Cell = mean over subjects of each subject's mean (a subject scored twice counts once, and is warned of)."""
+    by_subject, warnings = defaultdict(list), []
+    for r in records:
+        by_subject[(r["display"], r["backbone"], r["subject"])].append(r)
+    cells = defaultdict(list)
+    for (row, backbone, subject), rs in by_subject.items():
+        if len(rs) > 1:
+            runs = ", ".join(r["run"] for r in rs)
+            warnings.append(f"{row} / {backbone} / {subject}: {len(rs)} runs averaged ({runs})")
+        cells[(row, backbone)].append({"image": _mean(r["image"] for r in rs), "text": _mean(r["text"] for r in rs),
+                                       "seeds": {r["seeds"] for r in rs}})
+    out = {key: {"image": _mean(x["image"] for x in subjects), "text": _mean(x["text"] for x in subjects),
+                 "subjects": len(subjects), "seeds": sorted(set().union(*(x["seeds"] for x in subjects)))}
+           for key, subjects in cells.items()}
+    return out, warnings
 
 
 def _fmt(value, digits=3) -> str:
@@ -102,7 +116,11 @@ def _diff(ours, paper) -> str:
 def write_report(folder: Path, paper_dir: Path = PAPER_DIR) -> dict:
     folder = Path(folder)
     records, paper, failed = collect(folder), load_paper(paper_dir), failures(folder)
-    cells = summarise(records)
+    display_rows(records)
+    cells, warnings = summarise(records)
+    # the paper's numbers are for the DreamBooth prompt set
+    paper = {(next((r["display"] for r in records if r["row"] == row and r["prompt_set"] == "dreambooth"), row),
+              backbone): v for (row, backbone), v in paper.items()}
     rows = sorted({r for r, _ in cells} | {r for r, b in paper if any(b == bb for _, bb in cells)})
     backbones = sorted({b for _, b in cells})
     md = [f"# Report: {folder.name}", "",
@@ -130,9 +148,11 @@ def write_report(folder: Path, paper_dir: Path = PAPER_DIR) -> dict:
         md += ["", "Paper values: " + "; ".join(cites) + " (see conf/paper/ for sources)."]
     md += ["", "## Per subject", "", "| method | backbone | subject | image | text | seeds | run |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
-    md += [f"| {r['row']} | {r['backbone']} | {r['subject']} | {_fmt(r['image'])} | {_fmt(r['text'])} | "
+    md += [f"| {r['display']} | {r['backbone']} | {r['subject']} | {_fmt(r['image'])} | {_fmt(r['text'])} | "
            f"{r['seeds']} | {r['run']} |"
-           for r in sorted(records, key=lambda r: (r["row"], r["backbone"], r["subject"]))]
+           for r in sorted(records, key=lambda r: (r["display"], r["backbone"], r["subject"]))]
+    if warnings:
+        md += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     if failed:
         md += ["", f"## Failed ({len(failed)})", ""] + [f"- {run}: {err}" for run, err in failed]
     io.write_text(folder / "report.md", "\n".join(md) + "\n")
@@ -143,7 +163,7 @@ def write_report(folder: Path, paper_dir: Path = PAPER_DIR) -> dict:
     writer.writerows(table_rows)
     io.write_text(folder / "report.csv", buffer.getvalue())
     io.save_image(folder / "report.png", scatter(cells))
-    return {"cells": cells, "failed": failed, "records": len(records)}
+    return {"cells": cells, "failed": failed, "records": len(records), "warnings": warnings}
 
 
 def scatter(cells: dict, size: int = 480) -> Image.Image:

@@ -62,6 +62,12 @@ class SamplerSettings:
                              "choose none, mean, min, max or a positive number") from None
 
 
+def image_settings(settings: SamplerSettings) -> dict:
+    """The settings an image depends on (not batch_size: each image has its own generator), as JSON reads back."""
+    record = {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "tag")}
+    return json.loads(json.dumps(record))
+
+
 def slug(text: str, limit: int = 48) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit].rstrip("_") or "prompt"
 
@@ -117,8 +123,7 @@ class Sampler:
     def run(self, prompt_set: PromptSet, samples_root: Path, checksum: str) -> Path:
         s = self.settings
         out = Path(samples_root) / self.tag(prompt_set)
-        record = {**asdict(s), "prompt_set": prompt_set.name, "embeddings_sha256": checksum}
-        record = json.loads(json.dumps(record))  # as it reads back from disk
+        record = {**image_settings(s), "prompt_set": prompt_set.name, "embeddings_sha256": checksum}
         if (out / "sampler.json").exists():
             previous = json.loads((out / "sampler.json").read_text())
             if previous != record:
@@ -134,9 +139,18 @@ class Sampler:
         io.write_json(out / "prompts.json", {str(i): p for i, p in prompts.items()})
         todo = [(i, seed) for i in prompts for seed in s.seeds
                 if not (out / prompts[i]["folder"] / f"{seed}.png").exists()]
+        scheduler = self.backbone.pipeline.scheduler
         if s.scheduler:
             self.backbone.use_scheduler(s.scheduler)
         self.rescale()
+        try:
+            self._generate(todo, prompts, out)
+        finally:
+            self.backbone.pipeline.scheduler = scheduler  # later subjects' validation keeps the model's own
+        return out
+
+    def _generate(self, todo, prompts, out) -> None:
+        s = self.settings
         for start in range(0, len(todo), s.batch_size):
             batch = todo[start:start + s.batch_size]
             images = self.backbone.generate(
@@ -145,4 +159,3 @@ class Sampler:
             )
             for (i, seed), image in zip(batch, images):
                 io.save_image(out / prompts[i]["folder"] / f"{seed}.png", image)
-        return out

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dti import io
 from dti.build import (
+    build_backbone,
     build_concept,
     build_evaluator,
     build_logger,
@@ -88,18 +89,19 @@ class Job:
 
     def run(self) -> dict:
         results, failed = {}, []
+        todo = [s for s in self.subjects if not self.subject_complete(s)]
+        if todo and {"train", "sample"} & set(self.stages):
+            self.load_backbone()  # job-level: a failure here (checkpoint, image sizes) fails the job, not a subject
         if "train" in self.stages and self.many and self.cfg.train.pack > 1:
             failed += self.train_packed(int(self.cfg.train.pack))
         for subject in self.subjects:
             if any(f.startswith(f"{subject.name} (") for f in failed):
                 continue
             directory = subject_dir(self.run_dir, subject.name, self.many)
-            prompt_set = build_prompt_set(self.cfg, subject) if self.sampler_settings else None
-            tag = Sampler.tag_for(self.sampler_settings, prompt_set) if prompt_set else None
-            expected = len(prompt_set.templates) * len(self.sampler_settings.seeds) if prompt_set else 0
-            if is_complete(directory, self.stages, tag, expected, fingerprint(self.cfg, subject),
-                           self.sampler_record(), OmegaConf.to_container(self.cfg.evaluator, resolve=True)):
+            prompt_set, tag, _ = self.sampling_plan(subject)
+            if subject not in todo:
                 log.info("%s: complete, skipped", directory)
+                write_status(directory, "done", self.stages, skipped=True)
                 results[subject.name] = {"skipped": True}
                 continue
             if not self.many:  # one subject: errors propagate (one-line bad input, no partial output)
@@ -115,26 +117,37 @@ class Job:
             raise SubjectsFailed(f"{len(failed)} of {len(self.subjects)} subjects failed: {'; '.join(failed)}")
         return results if self.many else next(iter(results.values()))
 
+    def sampling_plan(self, subject):
+        """(prompt set, sample tag, expected number of images) of a subject, or Nones without sampling."""
+        if not self.sampler_settings:
+            return None, None, 0
+        prompt_set = build_prompt_set(self.cfg, subject)
+        return (prompt_set, Sampler.tag_for(self.sampler_settings, prompt_set),
+                len(prompt_set.templates) * len(self.sampler_settings.seeds))
+
+    def subject_complete(self, subject, stages: list[str] | None = None) -> bool:
+        stages = stages or self.stages
+        if "train" in stages and str(self.cfg.train.resume) != "auto":
+            return False  # resume=never (or a given checkpoint) asks for training to run
+        _, tag, expected = self.sampling_plan(subject)
+        return is_complete(subject_dir(self.run_dir, subject.name, self.many), stages, tag, expected,
+                           fingerprint(self.cfg, subject), self.sampler_record(),
+                           OmegaConf.to_container(self.cfg.evaluator, resolve=True))
+
     def train_packed(self, pack: int) -> list[str]:
         """Train the subjects that need it `pack` at a time in shared batches (dti.packed); returns failures.
         The per-subject stages that follow find training complete and go on to sampling."""
         from dti.packed import PackedTrainer
 
-        todo = [s for s in self.subjects
-                if not is_complete(subject_dir(self.run_dir, s.name, True), ["train"], None, 0,
-                                   fingerprint(self.cfg, s), None, None)]
+        todo = [s for s in self.subjects if not self.subject_complete(s, ["train"])]
         failed = []
         for start in range(0, len(todo), pack):
             group, concepts, trainers = todo[start:start + pack], [], []
             try:
                 for subject in group:
-                    backbone, concept = build_concept(self.cfg, subject, self.backbone)
-                    if self.backbone is None:
-                        self.backbone = backbone
-                        check_resolutions(self.cfg, backbone, self.stages)
-                    concepts.append(concept)
+                    concepts.append(build_concept(self.cfg, subject, self.backbone)[1])
                     directory = subject_dir(self.run_dir, subject.name, True)
-                    trainer = build_trainer(self.cfg, directory, self.backbone, concept, subject,
+                    trainer = build_trainer(self.cfg, directory, self.backbone, concepts[-1], subject,
                                             build_logger(self.cfg, directory, ["train"], subject.name))
                     trainer.resume()
                     trainers.append(trainer)
@@ -152,23 +165,24 @@ class Job:
         return failed
 
     def sampler_record(self) -> dict | None:
-        from dataclasses import asdict
+        from dti.sampler import image_settings
 
-        return json.loads(json.dumps(asdict(self.sampler_settings))) if self.sampler_settings else None
+        return image_settings(self.sampler_settings) if self.sampler_settings else None
+
+    def load_backbone(self) -> None:
+        """The one model load of this process, and the checks that need the model, before any subject runs."""
+        if self.backbone is None:
+            self.backbone = build_backbone(self.cfg)
+            check_resolutions(self.cfg, self.backbone, self.stages)
 
     def run_subject(self, subject, directory: Path, prompt_set, tag) -> dict:
         started, cfg, stages, result = time.perf_counter(), self.cfg, self.stages, {}
-        concept = None
-        if "train" in stages or "sample" in stages:
-            if self.backbone is None:
-                backbone, concept = build_concept(cfg, subject)  # the one model load of this process
-                self.backbone = backbone
-                check_resolutions(cfg, backbone, stages)
-            else:
-                concept = build_concept(cfg, subject, self.backbone)[1]
-        logger = build_logger(cfg, directory, stages, subject.name)
+        concept = logger = None
         failed = True
         try:
+            if "train" in stages or "sample" in stages:
+                concept = build_concept(cfg, subject, self.backbone)[1]
+            logger = build_logger(cfg, directory, stages, subject.name)
             if "train" in stages:
                 trainer = build_trainer(cfg, directory, self.backbone, concept, subject, logger)
                 trainer.resume()
@@ -190,7 +204,8 @@ class Job:
                                                              "num_images")}
             failed = False
         finally:
-            logger.finish(failed=failed)  # always: sequential jobs must never share a logger run
+            if logger is not None:
+                logger.finish(failed=failed)  # always: sequential jobs must never share a logger run
             if concept is not None:
                 concept.remove()  # the next subject starts from the untouched backbone
         write_status(directory, "done", stages, seconds=time.perf_counter() - started, result=result)

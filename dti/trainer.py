@@ -81,7 +81,8 @@ class TrainSettings:
             raise InputError("train.templates", self.templates, f"choose from {', '.join(TEMPLATES)}")
 
 
-TRAINING_OUTPUTS = ("checkpoints", "embeddings", "validation", "train_log.jsonl", "done.json")
+# what train.resume=never clears (samples/ too: they were made from the embeddings being replaced)
+TRAINING_OUTPUTS = ("checkpoints", "embeddings", "validation", "train_log.jsonl", "done.json", "samples")
 
 
 class Trainer:

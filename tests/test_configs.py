@@ -19,7 +19,7 @@ def options(group):
 def test_groups_exist():
     assert options("model") == ["sana_1.6b", "sana_4.8b", "sdxl", "tiny_sana", "tiny_sdxl", "tiny_wan", "wan_1.3b"]
     assert options("experiment") == ["demo", "fig16", "table2", "table3", "table6"]
-    assert options("hydra/launcher") == ["gpu_pool", "local", "slurm"]
+    assert options("hydra/launcher") == ["gpu_pool", "slurm"]
     assert options("optimizer") == ["adamw", "adamw_proj", "rsgd"]
     assert options("magnitude") == ["float", "init", "max", "mean", "min", "none"]
     assert options("data") == ["dreambooth", "folder", "synthetic"]
@@ -120,4 +120,8 @@ def test_run_directories_are_deterministic_and_distinct():
     _, sweep = run_dir(["model=tiny_sdxl", "data.subject=cat", "kappa=0", "sweep_name=table3"])
     assert sweep["dir"] == "multirun/table3" and sweep["subdir"] == "kappa=0,model=tiny_sdxl/cat"
     assert run_dir(["data.subject=all"])[0] == "outputs/default/all"
+    # settings that do not change the trained concept do not split a run across directories
+    for harmless in ("train.log_every=5", "train.checkpoint_every=50", "train.validation.every=10",
+                     "model.compile=true", "train.keep_checkpoints=3", "train.pack=4"):
+        assert run_dir(["model=tiny_sdxl", "data.subject=cat", harmless])[0] == d, harmless
     assert run_dir(["data.subject=[cat,dog]"])[0] == "outputs/default/cat+dog"

@@ -89,7 +89,8 @@ def test_joblib_sweep_injected_failure_skip_done_and_report(tmp_path):
     # the report: one row per optimizer x kappa, mean over the two subjects, no paper values for these rows
     rows = {r["method"]: r for r in csv.DictReader((root / "report.csv").open())}
     assert len(rows) == 4 and (root / "report.png").is_file()
-    label = "RiemannianSGD / mean / κ=0.0001"
+    label = next(r for r in rows if "kappa=0.0001" in r and "optimizer=rsgd" in r)  # a row per job's overrides
+    assert "model=" not in label  # the backbone is the column
     runs = [json.loads(p.read_text()) for p in root.glob("kappa=0.0001,*optimizer=rsgd*/*/samples/two/metrics.json")]
     assert len(runs) == 2
     assert float(rows[label]["tiny_sdxl/image"]) == pytest.approx(sum(r["image_sim"] for r in runs) / 2)
@@ -100,12 +101,12 @@ def test_joblib_sweep_injected_failure_skip_done_and_report(tmp_path):
 
 
 def test_several_subjects_share_one_model_load_and_fail_independently(tmp_path, monkeypatch):
-    from dti import build, train
+    from dti import train
     from dti.train import SubjectsFailed
 
     loads = []
-    real = build.build_backbone
-    monkeypatch.setattr(build, "build_backbone", lambda cfg: loads.append(1) or real(cfg))
+    real = train.build_backbone
+    monkeypatch.setattr(train, "build_backbone", lambda cfg: loads.append(1) or real(cfg))
     cfg = compose_cfg([*FAST, "data.subject=all"])
     result = train.run(cfg, tmp_path / "all")
     assert len(loads) == 1 and set(result) == {"toy", "ball"}
@@ -171,11 +172,12 @@ def test_table_experiments_compose_with_their_sweeps():
             assert cfg.sweep_name == name and cfg.data.subject == "all" and cfg.prompts._target_.endswith(
                 "dreambooth_prompts")
         for launcher, target in (("gpu_pool", "JoblibLauncher"), ("slurm", "SlurmLauncher"),
-                                 ("local", "LocalLauncher")):
+                                 ("submitit_local", "LocalLauncher")):
             cfg = compose("launch", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
             assert cfg.hydra.launcher._target_.endswith(target)
         slurm = compose("launch", overrides=["hydra/launcher=slurm"], return_hydra_config=True).hydra.launcher
-        assert (slurm.gpus_per_node, slurm.array_parallelism, slurm.timeout_min) == (1, 16, 120)
+        assert (slurm.gpus_per_node, slurm.array_parallelism, slurm.timeout_min, slurm.max_num_timeout) == \
+            (1, 16, 720, 10)
 
 
 def test_paper_numbers_are_data_with_citations():
@@ -217,3 +219,77 @@ def test_packed_training_matches_separate_runs(tmp_path):
         assert [r["step"] for r in together] == [1, 2, 3]
         assert [r["loss"] for r in together] == pytest.approx([r["loss"] for r in separate], abs=1e-5)
         assert (tmp_path / "packed" / name / "checkpoints" / "step_000003.pt").is_file()
+
+
+def test_report_keeps_prompt_sets_apart_and_averages_per_subject(tmp_path):
+    from dti.report import write_report
+
+    def metrics(job, subject, prompt_set, image, text):
+        path = tmp_path / job / subject / "samples" / prompt_set / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"subject": subject, "image_sim": image, "text_sim": 0.1,
+                                    "text_sim_official": text, "seeds": [0, 1, 2, 3],
+                                    "config": {"method": "DTI", "model": {"name": "sdxl"},
+                                               "sampler": {"rescale": "none"}}}))
+
+    metrics("a", "dog", "dreambooth", 0.40, 0.5)
+    metrics("a", "dog", "complex", 0.30, 0.5)
+    metrics("a", "cat", "dreambooth", 0.60, 0.5)
+    metrics("b", "cat", "dreambooth", 0.80, 0.5)  # cat scored by a second run: averaged once, and warned of
+    summary = write_report(tmp_path)
+    dreambooth = summary["cells"][("DTI [dreambooth]", "sdxl")]
+    assert dreambooth["image"] == pytest.approx((0.40 + (0.60 + 0.80) / 2) / 2) and dreambooth["subjects"] == 2
+    assert summary["cells"][("DTI [complex]", "sdxl")]["image"] == pytest.approx(0.30)
+    assert len(summary["warnings"]) == 1 and "cat" in summary["warnings"][0]
+    md = (tmp_path / "report.md").read_text()
+    assert "| DTI [dreambooth] | 0.550 (0.450, +0.100) [2×4]" in md  # the paper's value only beside DreamBooth
+    assert "| DTI [complex] | 0.300 (—, —) [1×4]" in md
+
+
+def test_table6_baseline_row_keeps_the_class_word(tmp_path):
+    words = tmp_path / "words.json"
+    words.write_text('{"dog": "puppy"}')
+    recommended = compose_cfg(["+method=table6_recommended", f"++recommended_words={words}"])
+    baseline = compose_cfg(["+method=dti", f"++recommended_words={words}"])
+    assert recommended.data.initializer_map == str(words) and baseline.data.initializer_map is None
+
+
+def test_image_sizes_are_checked_for_the_whole_job_before_any_subject(tmp_path):
+    from dti import train
+    from dti.errors import InputError
+
+    with pytest.raises(InputError, match="sampler.height"):
+        train.run(compose_cfg([*FAST, "data.subject=all", "stage=[train,sample]", "prompts=complex",
+                               "sampler.height=35"]), tmp_path / "all")
+    assert not any((tmp_path / name).exists() for name in ("toy", "ball"))
+
+
+def test_a_failed_add_concept_leaves_the_backbone_untouched():
+    from dti.backbones.tiny import load_tiny_sdxl
+    from dti.concept import add_concept
+    from dti.magnitude import VocabNorm
+
+    backbone = load_tiny_sdxl()
+    before = [(s.tokenizer, s.input_embeddings()) for s in backbone.encoders]
+    calls = []
+
+    def failing_on_second_encoder(vocab, init, special):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return VocabNorm()(vocab, init, special)
+
+    with pytest.raises(RuntimeError):
+        add_concept(backbone, "<toy>", "toy", failing_on_second_encoder)
+    assert [(s.tokenizer, s.input_embeddings()) for s in backbone.encoders] == before
+    assert len(backbone.encoders[0].tokenizer) == 49408
+
+
+def test_resume_never_retrains_a_complete_run(tmp_path):
+    from dti import train
+
+    run = tmp_path / "toy"
+    train.run(compose_cfg(FAST), run)
+    stamp = (run / "done.json").stat().st_mtime_ns
+    again = train.run(compose_cfg([*FAST, "train.resume=never"]), run)
+    assert "train" in again and (run / "done.json").stat().st_mtime_ns != stamp
