@@ -45,7 +45,7 @@ def compose(overrides: list[str]):
 
 def prepare_overrides(overrides: list[str]) -> tuple[list[str], dict, bool]:
     """Split off bench.* settings; on CPU swap in the tiny backbone; with random_init point at random weights."""
-    bench = {"warmup": 3, "steps": 10, "out": None}
+    bench = {"warmup": 3, "steps": 10, "out": None, "profile": "false"}
     rest, random_init = [], False
     for o in overrides:
         key, _, value = o.partition("=")
@@ -104,6 +104,24 @@ def measure(fn, warmup: int, steps: int) -> dict:
             "warmup": warmup}
 
 
+def profile(fn, path: Path, steps: int = 3) -> list[dict]:
+    """A torch.profiler trace of `steps` calls (Chrome/Perfetto JSON at `path`) and its top operators."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(steps):
+            fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(path))
+    key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:15]
+    return [{"op": e.key, "calls": e.count, "self_ms": getattr(e, key) / 1000 / steps} for e in events]
+
+
 def count_flops(fn) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -145,8 +163,12 @@ def bench_train(cfg, bench: dict) -> dict:
     flops = count_flops(lambda: trainer.train_step(prepared))
     timing = measure(lambda: trainer.train_step(prepared), int(bench["warmup"]), int(bench["steps"]))
     batch = cfg.train.batch_size * cfg.train.grad_accum
-    return {**timing, "flops_per_step": flops, "images_per_s": batch / timing["median_s"], "batch": batch,
-            "resolution": cfg.train.resolution}
+    result = {**timing, "flops_per_step": flops, "images_per_s": batch / timing["median_s"], "batch": batch,
+              "resolution": cfg.train.resolution}
+    if str(bench["profile"]).lower() == "true":
+        trace = Path(f"benchmarks/profiles/train_{cfg.model.name}.trace.json")
+        result.update(profile_trace=str(trace), top_ops=profile(lambda: trainer.train_step(prepared), trace))
+    return result
 
 
 def bench_sample(cfg, bench: dict) -> dict:
