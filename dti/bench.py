@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 PROCESS_START = time.perf_counter()
+PROCESS_START_WALL = time.time()
 
 import torch  # noqa: E402
 
@@ -195,10 +196,13 @@ def bench_concept(cfg, bench: dict) -> dict:
 
     run_dir = Path(tempfile.mkdtemp(prefix="dti-bench-")) / "concept"
     train.run(cfg, run_dir)
-    wall = time.perf_counter() - PROCESS_START
-    return {"wall_s_process_start_to_embeddings": wall, "steps": cfg.train.steps,
-            "validations": (cfg.train.steps // cfg.train.validation.every if cfg.train.validation.every else 0) + 1,
-            "embeddings": sorted(p.name for p in (run_dir / "embeddings").iterdir())}
+    done = time.perf_counter() - PROCESS_START
+    files = sorted((run_dir / "embeddings").iterdir())
+    written = max(p.stat().st_mtime for p in files) - PROCESS_START_WALL  # the last embedding file's write
+    v, steps = cfg.train.validation, cfg.train.steps
+    return {"wall_s_process_start_to_embeddings": written, "wall_s_process_start_to_done": done, "steps": steps,
+            "validations": (len(range(v.every, steps, v.every)) if v.every else 0) + 1 if v.enabled else 0,
+            "embeddings": [p.name for p in files]}
 
 
 MODES = {"train": bench_train, "sample": bench_sample, "concept": bench_concept}

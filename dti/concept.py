@@ -75,12 +75,17 @@ class ConceptEmbedding(nn.Module):
     def weight(self) -> torch.Tensor:  # some library code inspects the embedding's weight (dtype, device)
         return self.frozen.weight
 
+    @property
+    def embed_scale(self) -> torch.Tensor | None:
+        """The output scale of the innermost lookup, through any concepts wrapped before this one."""
+        return getattr(self.frozen, "embed_scale", None)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         frozen = self.frozen(ids.clamp(max=self.first_id - 1))
         rows = self.table.embeddings().to(frozen.dtype)
         # Some lookups scale their output (transformers' Gemma-2 multiplies by sqrt(hidden) inside the embedding
         # module): scale the concept rows the same way. m* is a norm of the *table* rows, before this scale.
-        scale = getattr(self.frozen, "embed_scale", None)
+        scale = self.embed_scale
         if scale is not None:
             rows = rows * scale.to(rows.dtype)
         is_new = ids >= self.first_id

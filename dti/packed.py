@@ -40,13 +40,15 @@ class PackedTrainer:
         bar = tqdm(total=steps, initial=min((t.step for t in active), default=0),
                    desc=f"train {len(active)} packed", dynamic_ncols=True)
         while active:
+            for t in [t for t in active if t.step >= t.settings.steps]:  # e.g. resumed at its last checkpoint
+                t.finish()
+                active.remove(t)
+            if not active:
+                break
             self.step(active, prepared)
             bar.update(1)
             for t in active:
                 t.after_step()
-            for t in [t for t in active if t.step >= t.settings.steps]:
-                t.finish()
-                active.remove(t)
         bar.close()
         return {t.subject: t.done() for t in self.trainers}
 

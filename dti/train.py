@@ -92,6 +92,7 @@ class Job:
         todo = [s for s in self.subjects if not self.subject_complete(s)]
         if todo and {"train", "sample"} & set(self.stages):
             self.load_backbone()  # job-level: a failure here (checkpoint, image sizes) fails the job, not a subject
+        self.packed = set()  # subjects trained by train_packed: their own stages only resume from it
         if "train" in self.stages and self.many and self.cfg.train.pack > 1:
             failed += self.train_packed(int(self.cfg.train.pack))
         for subject in self.subjects:
@@ -142,7 +143,7 @@ class Job:
         todo = [s for s in self.subjects if not self.subject_complete(s, ["train"])]
         failed = []
         for start in range(0, len(todo), pack):
-            group, concepts, trainers = todo[start:start + pack], [], []
+            group, concepts, trainers, ok = todo[start:start + pack], [], [], False
             try:
                 for subject in group:
                     concepts.append(build_concept(self.cfg, subject, self.backbone)[1])
@@ -153,13 +154,16 @@ class Job:
                     trainers.append(trainer)
                 log.info("training %d concepts packed: %s", len(group), ", ".join(s.name for s in group))
                 PackedTrainer(trainers).fit()
+                self.packed.update(s.name for s in group)
+                ok = True
             except Exception as err:  # noqa: BLE001  (the pack fails together; other packs go on)
+                ok = False
                 for subject in group:
                     write_status(subject_dir(self.run_dir, subject.name, True), "failed", ["train"], error=err)
                     failed.append(f"{subject.name} ({type(err).__name__}: {err})")
             finally:
                 for trainer in trainers:
-                    trainer.logger.finish()
+                    trainer.logger.finish(failed=not ok)
                 for concept in reversed(concepts):  # the lookups nest: take them out in reverse order
                     concept.remove()
         return failed
@@ -185,6 +189,8 @@ class Job:
             logger = build_logger(cfg, directory, stages, subject.name)
             if "train" in stages:
                 trainer = build_trainer(cfg, directory, self.backbone, concept, subject, logger)
+                if subject.name in self.packed:
+                    trainer.settings.resume = "auto"  # trained just now, packed: never clear that again
                 trainer.resume()
                 result["train"] = trainer.fit()
             if "sample" in stages:

@@ -293,3 +293,63 @@ def test_resume_never_retrains_a_complete_run(tmp_path):
     stamp = (run / "done.json").stat().st_mtime_ns
     again = train.run(compose_cfg([*FAST, "train.resume=never"]), run)
     assert "train" in again and (run / "done.json").stat().st_mtime_ns != stamp
+
+
+def test_nested_concepts_keep_gemmas_embedding_scale():
+    import torch
+
+    from dti.backbones.tiny import load_tiny
+    from dti.concept import add_concept
+    from dti.magnitude import Fixed
+
+    backbone = load_tiny("dti.backbones.sana.SanaBackbone", "tiny_sana")
+    scale = backbone.encoders[0].input_embeddings().embed_scale
+    assert scale is not None and float(scale) > 1  # Gemma-2 scales its lookup by sqrt(hidden) in transformers 5
+    first = add_concept(backbone, "<a>", "toy", Fixed(2.0))
+    second = add_concept(backbone, "<b>", "ball", Fixed(2.0))
+    lookup = backbone.encoders[0].input_embeddings()
+    ids = torch.tensor([[first_id(backbone, "<a>"), first_id(backbone, "<b>")]])
+    rows = lookup(ids)[0]
+    assert torch.allclose(rows.norm(dim=-1), torch.full((2,), 2.0 * float(scale)), rtol=1e-5)
+    second.remove()
+    first.remove()
+    assert type(backbone.encoders[0].input_embeddings()).__name__ != "ConceptEmbedding"
+
+
+def first_id(backbone, token):
+    return backbone.encoders[0].tokenizer.convert_tokens_to_ids(token)
+
+
+def test_packed_training_trains_each_concept_exactly_its_steps(tmp_path, monkeypatch):
+    from dti import train
+    from dti.trainer import Trainer
+
+    steps = []
+    original = Trainer.after_step
+    monkeypatch.setattr(Trainer, "after_step", lambda self, bar=None: steps.append(self.subject) or original(self))
+    common = [*FAST, "data.subject=all", "train.pack=2", "train.steps=3", "train.checkpoint_every=3"]
+    train.run(compose_cfg([*common, "train.resume=never"]), tmp_path / "all")
+    assert sorted(steps) == ["ball"] * 3 + ["toy"] * 3  # packed once; not cleared and retrained one by one
+    steps.clear()
+    (tmp_path / "toy" / "done.json").unlink()  # e.g. a crash after the last checkpoint, before done.json
+    train.run(compose_cfg(common), tmp_path / "all")
+    assert steps == []
+    done = json.loads((tmp_path / "toy" / "done.json").read_text())
+    logged = [json.loads(x)["step"] for x in (tmp_path / "toy" / "train_log.jsonl").read_text().splitlines()]
+    assert done["step"] == 3 and logged == [1, 2, 3]
+
+
+def test_packed_sana_matches_separate_runs(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from dti import train
+
+    common = [*FAST, "model=tiny_sana", "train.steps=2"]
+    for name in ("toy", "ball"):
+        train.run(compose_cfg([*common, f"data.subject={name}"]), tmp_path / "separate" / name)
+    train.run(compose_cfg([*common, "data.subject=all", "train.pack=2"]), tmp_path / "packed" / "all")
+    for name in ("toy", "ball"):
+        a = load_file(tmp_path / "separate" / name / "embeddings" / "learned_embeds.safetensors")[f"<{name}>"]
+        b = load_file(tmp_path / "packed" / name / "embeddings" / "learned_embeds.safetensors")[f"<{name}>"]
+        assert torch.allclose(a, b, atol=1e-5), name
