@@ -59,14 +59,7 @@ class PackedTrainer:
         draws = []
         for t in trainers:  # each concept's draws, in the order and from the stream of its separate run
             t.step += 1
-            p = prepared[id(t)]
-            image_idx = torch.randint(len(p["cache"]), (batch,), generator=t.generator, device=device)
-            template_idx = torch.randint(p["num_templates"], (batch,), generator=t.generator, device=device)
-            x0, extras = p["cache"].draw(image_idx, t.generator)
-            noisy, timesteps, target = self.backbone.objective(x0, t.generator)
-            augment = self.backbone.text_augmentation(batch, t.generator)
-            draws.append({"ids": [ids[template_idx] for ids in p["token_ids"]], "noisy": noisy, "t": timesteps,
-                          "target": target, "extras": extras, "augment": augment})
+            draws.append(t.draw(prepared[id(t)]))
         losses = torch.zeros(len(trainers), device=device)
         for part in torch.arange(batch, device=device).split(s.batch_size):
             b = _concat(draws, part)  # concept 0's slice, then concept 1's, ...
@@ -78,9 +71,7 @@ class PackedTrainer:
             losses += part_losses.detach()
         for k, t in enumerate(trainers):
             t.last_loss = losses[k]
-            t.last_grads = {key: tab.grad_norm() for key, tab in t.concept.tables.items()} if t.logging_due() else None
-            t.optimizer.step()
-            t.optimizer.zero_grad(set_to_none=True)
+            t.last_grads = t.apply_update(t.logging_due())
 
 
 def _concat(draws: list[dict], part: torch.Tensor) -> dict:

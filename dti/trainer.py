@@ -238,27 +238,41 @@ class Trainer:
         return {"cache": cache, "num_templates": len(templates),
                 "token_ids": self.backbone.tokenize([self.concept.prompt(t) for t in templates])}
 
-    def train_step(self, prepared: dict, grad_norms: bool = False) -> tuple[torch.Tensor, dict | None]:
-        """One optimizer step; returns the loss (a device tensor: no host sync) and, if asked, ‖g‖ per encoder."""
+    def draw(self, prepared: dict) -> dict:
+        """All random draws of one step for the whole effective batch, in one fixed order from this run's
+        generator: images, templates, latent sample, timesteps and noise, text augmentation. Packed training
+        calls this too, which is what makes a packed concept see exactly the draws of its separate run."""
         s, device = self.settings, self.backbone.device
-        cache, token_ids, batch = prepared["cache"], prepared["token_ids"], s.batch_size * s.grad_accum
-        image_idx = torch.randint(len(cache), (batch,), generator=self.generator, device=device)
+        batch = s.batch_size * s.grad_accum
+        image_idx = torch.randint(len(prepared["cache"]), (batch,), generator=self.generator, device=device)
         template_idx = torch.randint(prepared["num_templates"], (batch,), generator=self.generator, device=device)
-        x0, extras = cache.draw(image_idx, self.generator)
+        x0, extras = prepared["cache"].draw(image_idx, self.generator)
         noisy, t, target = self.backbone.objective(x0, self.generator)
         augment = self.backbone.text_augmentation(batch, self.generator)
-        loss_sum = torch.zeros((), device=device)
-        for part in torch.arange(batch, device=device).split(s.batch_size):
-            cond = self.backbone.encode_text([ids[template_idx[part]] for ids in token_ids],
-                                             {k: v[part] for k, v in augment.items()})
-            loss = self.backbone.loss(noisy[part], t[part], target[part], cond,
-                                      {k: v[part] for k, v in extras.items()})
-            (loss * (len(part) / batch)).backward()
-            loss_sum += loss.detach() * (len(part) / batch)
+        return {"ids": [ids[template_idx] for ids in prepared["token_ids"]], "noisy": noisy, "t": t,
+                "target": target, "extras": extras, "augment": augment}
+
+    def apply_update(self, grad_norms: bool) -> dict | None:
+        """The optimizer step on the accumulated gradients; ‖g‖ per encoder first, if asked."""
         grads = {k: tab.grad_norm() for k, tab in self.concept.tables.items()} if grad_norms else None
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum, grads
+        return grads
+
+    def train_step(self, prepared: dict, grad_norms: bool = False) -> tuple[torch.Tensor, dict | None]:
+        """One optimizer step; returns the loss (a device tensor: no host sync) and, if asked, ‖g‖ per encoder."""
+        s, device = self.settings, self.backbone.device
+        batch = s.batch_size * s.grad_accum
+        d = self.draw(prepared)
+        loss_sum = torch.zeros((), device=device)
+        for part in torch.arange(batch, device=device).split(s.batch_size):
+            cond = self.backbone.encode_text([ids[part] for ids in d["ids"]],
+                                             {k: v[part] for k, v in d["augment"].items()})
+            loss = self.backbone.loss(d["noisy"][part], d["t"][part], d["target"][part], cond,
+                                      {k: v[part] for k, v in d["extras"].items()})
+            (loss * (len(part) / batch)).backward()
+            loss_sum += loss.detach() * (len(part) / batch)
+        return loss_sum, self.apply_update(grad_norms)
 
     def _due(self, every: int) -> bool:
         return self.step % every == 0 or self.step == self.settings.steps
