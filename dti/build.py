@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dti.backbones.base import Backbone
-from dti.concept import Concept, add_concept
+from dti.concept import Concept, ConceptEmbedding, add_concept
 from dti.data import Subject
 from dti.errors import InputError
 from dti.evaluator import Evaluator
@@ -109,8 +111,37 @@ def check_compatible(magnitude: Magnitude, optimizer_factory) -> None:
                          "it needs a fixed magnitude (mean, min, max, float, init)")
 
 
+_shared_backbones: dict[str, Backbone] | None = None  # see share_backbones()
+
+
+@contextlib.contextmanager
+def share_backbones():
+    """Within this block, jobs with the same model settings get the same loaded backbone (a sweep's jobs, run
+    one after another in one process by hydra/launcher=packed). One model is kept at a time."""
+    global _shared_backbones
+    _shared_backbones = {}
+    try:
+        yield
+    finally:
+        _shared_backbones = None
+
+
 def build_backbone(cfg: DictConfig) -> Backbone:
+    if _shared_backbones is None:
+        return _load_backbone(cfg)
+    key = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True, default=str)
+    if key not in _shared_backbones:
+        _shared_backbones.clear()  # drop the previous model before loading the next
+        _shared_backbones[key] = _load_backbone(cfg)
+    backbone = _shared_backbones[key]
+    if any(isinstance(slot.input_embeddings(), ConceptEmbedding) for slot in backbone.encoders):
+        raise RuntimeError("a shared backbone still carries a concept: the job before did not remove it")
+    return backbone
+
+
+def _load_backbone(cfg: DictConfig) -> Backbone:
     node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "name"])  # name: run-dir label only
+    log.info("loading %s", cfg.model.name)
     try:
         return _instantiate(node)
     except (InstantiationException, OSError) as err:
@@ -122,12 +153,17 @@ def build_backbone(cfg: DictConfig) -> Backbone:
                          f"cannot be loaded ({first_line})") from None
 
 
-def build_concept(cfg: DictConfig, subject: Subject, backbone: Backbone | None = None) -> tuple[Backbone, Concept]:
+def concept_placeholder(cfg: DictConfig, subject: Subject) -> str:
+    return cfg.placeholder or f"<{subject.name}>"
+
+
+def build_concept(cfg: DictConfig, subject: Subject, backbone: Backbone | None = None,
+                  stand_in: str | None = None) -> tuple[Backbone, Concept]:
     """The backbone (loaded unless given: one load serves every subject of a job) with the subject's concept
-    token added to every text encoder."""
+    token added to every text encoder (`stand_in`: see dti.concept.add_concept)."""
     backbone = backbone or build_backbone(cfg)
-    placeholder = cfg.placeholder or f"<{subject.name}>"
-    concept = add_concept(backbone, placeholder, subject.initializer, build_magnitude(cfg), cfg.num_vectors)
+    concept = add_concept(backbone, concept_placeholder(cfg, subject), subject.initializer, build_magnitude(cfg),
+                          cfg.num_vectors, stand_in)
     for key, table in concept.tables.items():
         log.info("%s: tokens %s from initializer %r, |e| %s", key, concept.tokens, subject.initializer,
                  [round(x, 4) for x in table.embeddings().norm(dim=-1).tolist()])

@@ -123,9 +123,12 @@ class Concept:
     """A placeholder and its tables, one per text encoder of the backbone."""
 
     placeholder: str
-    tokens: list[str]
+    tokens: list[str]  # its token names, as exports and checkpoints call them (diffusers' convention)
     tables: dict[str, ConceptTable]  # by encoder key
     initializer: str
+    # the tokens as added to the tokenizers: `tokens`, unless packed training gave this concept stand-ins because
+    # another concept of the same batch uses the same placeholder (dti.packed)
+    added: list[str] = field(default_factory=list)
     # how to take the concept out again: each slot's tokenizer and embedding module before it was added
     _originals: list = field(default_factory=list, repr=False)
 
@@ -138,7 +141,7 @@ class Concept:
 
     def prompt(self, template: str) -> str:
         """Fill a "{}" template with the placeholder expanded to all its tokens (what diffusers does at load)."""
-        return template.format(" ".join(self.tokens))
+        return template.format(" ".join(self.added or self.tokens))
 
     def param_groups(self) -> list[dict]:
         return [{"params": [t.weight], "prior": t.prior, "name": key} for key, t in self.tables.items()]
@@ -150,28 +153,37 @@ class Concept:
 
 def add_concept(
     backbone: Backbone, placeholder: str, initializer: str, magnitude: Magnitude, num_vectors: int | None = None,
+    stand_in: str | None = None,
 ) -> Concept:
-    """Add `placeholder` to every tokenizer of `backbone` and wrap every encoder's lookup with a new table."""
+    """Add `placeholder` to every tokenizer of `backbone` and wrap every encoder's lookup with a new table.
+
+    `stand_in`: add this token instead, under the concept's own name (`placeholder`) for everything it writes;
+    packed training uses it when two concepts of one batch share a placeholder (e.g. two kappas of one subject).
+    """
     if num_vectors is not None and (not isinstance(num_vectors, int) or isinstance(num_vectors, bool)
                                     or num_vectors < 1):
         raise InputError("num_vectors", num_vectors, "must be a positive integer or null")
     init_ids = {}
     for slot in backbone.encoders:
-        _check_placeholder(slot, placeholder)
+        # a stand-in's concept shares its placeholder with one added before it, which that one's check covered
+        _check_placeholder(slot, stand_in or placeholder)
         ids = _initializer_ids(slot, initializer)
         if not ids:
             raise InputError("initializer", initializer, f"tokenizes to nothing with the {slot.key} tokenizer")
         init_ids[slot.key] = ids
     # One count for all encoders (the placeholder string is shared); the first tokenizer decides.
     n = num_vectors or len(init_ids[backbone.encoders[0].key])
-    tokens = [placeholder] + [f"{placeholder}_{i}" for i in range(1, n)]
+    def names(token: str) -> list[str]:
+        return [token] + [f"{token}_{i}" for i in range(1, n)]
+
+    tokens, added = names(placeholder), names(stand_in or placeholder)
     tables, originals = {}, []
     try:
-        _add_to_encoders(backbone, placeholder, tokens, n, init_ids, magnitude, tables, originals)
+        _add_to_encoders(backbone, stand_in or placeholder, added, n, init_ids, magnitude, tables, originals)
     except BaseException:
-        Concept(placeholder, tokens, tables, initializer, originals).remove()  # leave the backbone as it was
+        Concept(placeholder, tokens, tables, initializer, added, originals).remove()  # leave the backbone as is
         raise
-    return Concept(placeholder, tokens, tables, initializer, originals)
+    return Concept(placeholder, tokens, tables, initializer, added, originals)
 
 
 def _add_to_encoders(backbone, placeholder, tokens, n, init_ids, magnitude, tables, originals) -> None:

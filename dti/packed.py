@@ -8,18 +8,144 @@ text-encoder + denoiser pass, and the summed per-concept loss gives each table t
 (no other concept's tokens appear in its prompts). RSGD's per-row normalisation then makes each concept's step
 independent of the others, so a packed concept ends where its separate run ends (up to float rounding of the
 larger batch).
+
+What is packed: a job's subjects (`data.subject=all train.pack=4`, Job.train_packed) or a whole sweep's concepts,
+e.g. Table 3's rows for each subject (`-m ... train.pack=4`, which hydra/launcher=packed runs through
+`pack_sweep`). Concepts pack together when they share the model settings and the batch shape. Two concepts with
+one placeholder (one subject, two kappas) train under stand-in tokens and are written under their own name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from dti.data import Subject
 from dti.trainer import Trainer
 
 log = logging.getLogger(__name__)
+
+_trained: set[Path] = set()  # run directories trained packed in this process, not yet taken by their job
+
+
+@dataclass
+class PackItem:
+    """One concept to train: a job's config, one of its subjects, and that subject's run directory."""
+
+    cfg: DictConfig
+    subject: Subject
+    directory: Path
+
+
+def pack_key(cfg: DictConfig) -> str:
+    """Concepts can share a batch when they share the loaded backbone and the batch shape."""
+    shape = [cfg.train.batch_size, cfg.train.grad_accum, cfg.train.resolution]
+    return json.dumps([OmegaConf.to_container(cfg.model, resolve=True), shape], sort_keys=True, default=str)
+
+
+def take_trained(directory: Path) -> bool:
+    """True once for a run directory that packed training completed in this process: its job must not train it
+    again, even with train.resume=never (which asked for this very training)."""
+    directory = Path(directory).resolve()
+    found = directory in _trained
+    _trained.discard(directory)
+    return found
+
+
+def train_packs(items: list[PackItem], backbone, pack: int) -> list[tuple[PackItem, BaseException]]:
+    """Train `items` `pack` at a time (in order) on the loaded `backbone`; returns the failed items and why.
+    A pack fails together; the others go on."""
+    failed = []
+    for start in range(0, len(items), pack):
+        group = items[start:start + pack]
+        try:
+            _train_pack(group, backbone)
+        except Exception as err:  # noqa: BLE001
+            log.error("packed training of %s failed: %s", ", ".join(str(i.directory) for i in group), err)
+            failed += [(item, err) for item in group]
+    return failed
+
+
+def _train_pack(group: list[PackItem], backbone) -> None:
+    with packed_trainers(group, backbone) as trainers:
+        for trainer in trainers:
+            trainer.resume()
+        log.info("training %d concepts packed: %s", len(group), ", ".join(str(i.directory) for i in group))
+        PackedTrainer(trainers).fit()
+        _trained.update(item.directory.resolve() for item in group)
+
+
+@contextlib.contextmanager
+def packed_trainers(group: list[PackItem], backbone):
+    """A trainer per item, each with its concept added to the shared `backbone` (a stand-in token where an
+    earlier item has the same placeholder). On leaving, the loggers finish and the concepts come out again."""
+    from dti.build import build_concept, build_logger, build_trainer, concept_placeholder
+
+    concepts, trainers, ok = [], [], False
+    try:
+        placeholders = set()
+        for k, item in enumerate(group):
+            placeholder = concept_placeholder(item.cfg, item.subject)
+            stand_in = f"<dti-pack{k}>" if placeholder in placeholders else None
+            placeholders.add(placeholder)
+            concepts.append(build_concept(item.cfg, item.subject, backbone, stand_in)[1])
+            trainers.append(build_trainer(item.cfg, item.directory, backbone, concepts[-1], item.subject,
+                                          build_logger(item.cfg, item.directory, ["train"], item.subject.name)))
+        yield trainers
+        ok = True
+    finally:
+        for trainer in trainers:
+            trainer.logger.finish(failed=not ok)
+        for concept in reversed(concepts):  # the lookups nest: take them out in reverse order
+            concept.remove()
+
+
+def pack_sweep(jobs: list[tuple[DictConfig, Path]], pack: int) -> None:
+    """Before a sweep's jobs run: train the concepts they will need, `pack` at a time across jobs, so that each
+    job finds its training complete. Anything that fails here is left to its job, which trains or reports it as
+    usual: packing only ever saves time."""
+    from dti.build import build_backbone
+    from dti.train import Job, subject_dir
+
+    groups: dict[str, list[PackItem]] = {}
+    for cfg, run_dir in jobs:
+        try:
+            job = Job(cfg, run_dir)
+        except Exception as err:  # noqa: BLE001  (bad input: the job reports it when it runs)
+            log.info("%s: not packed (%s)", run_dir, err)
+            continue
+        if "train" in job.stages:
+            groups.setdefault(pack_key(cfg), []).extend(
+                PackItem(cfg, s, subject_dir(run_dir, s.name, job.many))
+                for s in job.subjects if not job.subject_complete(s, ["train"]))
+    for items in groups.values():
+        if len(items) < 2:
+            continue  # nothing to share a batch with: its job trains it as usual
+        try:
+            backbone = build_backbone(items[0].cfg)
+        except Exception as err:  # noqa: BLE001
+            log.info("not packed: %s", err)
+            continue
+        train_packs([i for i in items if _fits(i, backbone)], backbone, pack)
+
+
+def _fits(item: PackItem, backbone) -> bool:
+    from dti.build import check_resolutions
+    from dti.errors import InputError
+
+    try:
+        check_resolutions(item.cfg, backbone, ["train"])
+        return True
+    except InputError as err:
+        log.info("%s: not packed (%s)", item.directory, err)
+        return False
 
 
 class PackedTrainer:

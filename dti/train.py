@@ -35,6 +35,7 @@ from dti.build import (
     check_training,
     fingerprint,
 )
+from dti.packed import PackItem, take_trained, train_packs
 from dti.sampler import Sampler, embeddings_checksum, load_trained_embeddings
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,10 @@ def _read(path: Path) -> dict | None:
 
 
 def is_complete(directory: Path, stages: list[str], tag: str | None, expected_images: int, print_: dict,
-                sampler: dict | None, evaluator: dict | None) -> bool:
+                sampler: dict | None, evaluator: dict | None, steps: int) -> bool:
     """Are the outputs of the requested stages there, complete, and made from these inputs and settings?"""
     done = _read(directory / "done.json")
-    if "train" in stages and (done is None or done.get("fingerprint") != print_):
+    if "train" in stages and (done is None or done.get("fingerprint") != print_ or done.get("step", 0) < steps):
         return False
     samples = directory / "samples" / str(tag)
     if "sample" in stages or "evaluate" in stages:
@@ -86,13 +87,16 @@ class Job:
         self.subjects = build_subjects(cfg)  # reads and checks every image before the (slow) model load
         self.many = len(self.subjects) > 1
         self.backbone = self.evaluator = None
+        self.packed: set[str] = set()
 
     def run(self) -> dict:
         results, failed = {}, []
+        # subjects trained packed in this process (by pack_sweep before this job, or train_packed below): their
+        # stages only resume from that training, even with train.resume=never
+        self.packed = {s.name for s in self.subjects if take_trained(subject_dir(self.run_dir, s.name, self.many))}
         todo = [s for s in self.subjects if not self.subject_complete(s)]
         if todo and {"train", "sample"} & set(self.stages):
             self.load_backbone()  # job-level: a failure here (checkpoint, image sizes) fails the job, not a subject
-        self.packed = set()  # subjects trained by train_packed: their own stages only resume from it
         if "train" in self.stages and self.many and self.cfg.train.pack > 1:
             failed += self.train_packed(int(self.cfg.train.pack))
         for subject in self.subjects:
@@ -101,9 +105,10 @@ class Job:
             directory = subject_dir(self.run_dir, subject.name, self.many)
             prompt_set, tag, _ = self.sampling_plan(subject)
             if subject not in todo:
-                log.info("%s: complete, skipped", directory)
-                write_status(directory, "done", self.stages, skipped=True)
-                results[subject.name] = {"skipped": True}
+                how = {"trained_packed": True} if subject.name in self.packed else {"skipped": True}
+                log.info("%s: complete, %s", directory, "trained packed" if subject.name in self.packed else "skipped")
+                write_status(directory, "done", self.stages, **how)
+                results[subject.name] = how
                 continue
             if not self.many:  # one subject: errors propagate (one-line bad input, no partial output)
                 results[subject.name] = self.run_subject(subject, directory, prompt_set, tag)
@@ -128,44 +133,23 @@ class Job:
 
     def subject_complete(self, subject, stages: list[str] | None = None) -> bool:
         stages = stages or self.stages
-        if "train" in stages and str(self.cfg.train.resume) != "auto":
+        if "train" in stages and str(self.cfg.train.resume) != "auto" and subject.name not in self.packed:
             return False  # resume=never (or a given checkpoint) asks for training to run
         _, tag, expected = self.sampling_plan(subject)
         return is_complete(subject_dir(self.run_dir, subject.name, self.many), stages, tag, expected,
                            fingerprint(self.cfg, subject), self.sampler_record(),
-                           OmegaConf.to_container(self.cfg.evaluator, resolve=True))
+                           OmegaConf.to_container(self.cfg.evaluator, resolve=True), self.cfg.train.steps)
 
     def train_packed(self, pack: int) -> list[str]:
         """Train the subjects that need it `pack` at a time in shared batches (dti.packed); returns failures.
         The per-subject stages that follow find training complete and go on to sampling."""
-        from dti.packed import PackedTrainer
-
-        todo = [s for s in self.subjects if not self.subject_complete(s, ["train"])]
+        todo = [s for s in self.subjects if s.name not in self.packed and not self.subject_complete(s, ["train"])]
+        items = [PackItem(self.cfg, s, subject_dir(self.run_dir, s.name, True)) for s in todo]
         failed = []
-        for start in range(0, len(todo), pack):
-            group, concepts, trainers, ok = todo[start:start + pack], [], [], False
-            try:
-                for subject in group:
-                    concepts.append(build_concept(self.cfg, subject, self.backbone)[1])
-                    directory = subject_dir(self.run_dir, subject.name, True)
-                    trainer = build_trainer(self.cfg, directory, self.backbone, concepts[-1], subject,
-                                            build_logger(self.cfg, directory, ["train"], subject.name))
-                    trainer.resume()
-                    trainers.append(trainer)
-                log.info("training %d concepts packed: %s", len(group), ", ".join(s.name for s in group))
-                PackedTrainer(trainers).fit()
-                self.packed.update(s.name for s in group)
-                ok = True
-            except Exception as err:  # noqa: BLE001  (the pack fails together; other packs go on)
-                ok = False
-                for subject in group:
-                    write_status(subject_dir(self.run_dir, subject.name, True), "failed", ["train"], error=err)
-                    failed.append(f"{subject.name} ({type(err).__name__}: {err})")
-            finally:
-                for trainer in trainers:
-                    trainer.logger.finish(failed=not ok)
-                for concept in reversed(concepts):  # the lookups nest: take them out in reverse order
-                    concept.remove()
+        for item, err in train_packs(items, self.backbone, pack):
+            write_status(item.directory, "failed", ["train"], error=err)
+            failed.append(f"{item.subject.name} ({type(err).__name__}: {err})")
+        self.packed |= {item.subject.name for item in items if take_trained(item.directory)}
         return failed
 
     def sampler_record(self) -> dict | None:

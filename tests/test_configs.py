@@ -19,11 +19,20 @@ def options(group):
 def test_groups_exist():
     assert options("model") == ["sana_1.6b", "sana_4.8b", "sdxl", "tiny_sana", "tiny_sdxl", "tiny_wan", "wan_1.3b"]
     assert options("experiment") == ["demo", "fig16", "table2", "table3", "table6"]
-    assert options("hydra/launcher") == ["gpu_pool", "slurm"]
+    assert options("hydra/launcher") == ["gpu_pool", "packed", "slurm"]
     assert options("optimizer") == ["adamw", "adamw_proj", "rsgd"]
     assert options("magnitude") == ["float", "init", "max", "mean", "min", "none"]
     assert options("data") == ["dreambooth", "folder", "synthetic"]
     assert options("logger") == ["none", "wandb"]
+
+
+def test_sweeps_default_to_the_packed_launcher_with_train_pack():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("launch", overrides=["train.pack=4"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.dti_launcher.packed_launcher.PackedLauncher"
+    assert cfg.hydra.launcher.pack == 4
 
 
 @pytest.mark.parametrize("model", options("model"))

@@ -1,0 +1,119 @@
+"""Packing across a sweep: K configurations of one subject (and other subjects) train in one batch through one
+loaded model, end where their separate runs end, and their jobs then only sample and score."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import FAST, ROOT, compose_cfg
+from safetensors.torch import load_file
+
+JOBS = {  # job directory name: overrides; two share the subject (and so the placeholder <toy>)
+    "kappa0": ["data.subject=toy", "kappa=0"],
+    "kappa1e-3": ["data.subject=toy", "kappa=1e-3", "optimizer.beta=0.9"],
+    "ball": ["data.subject=ball", "train.steps=2"],
+}
+COMMON = [*FAST, "train.steps=3", "train.checkpoint_every=3"]
+
+
+def embeddings(run_dir, placeholder):
+    return [load_file(run_dir / "embeddings" / f)[placeholder]
+            for f in ("learned_embeds.safetensors", "learned_embeds_2.safetensors")]
+
+
+def test_a_sweep_packed_across_jobs_matches_separate_runs_with_one_model_load(tmp_path, monkeypatch):
+    from dti import build, train
+    from dti.packed import pack_sweep
+    from dti.trainer import Trainer
+
+    for name, overrides in JOBS.items():  # the reference: each job alone, no sharing, no packing
+        train.run(compose_cfg([*COMMON, *overrides]), tmp_path / "separate" / name)
+
+    loads, steps = [], []
+    real_load = build._load_backbone
+    monkeypatch.setattr(build, "_load_backbone", lambda cfg: loads.append(cfg.model.name) or real_load(cfg))
+    real_after_step = Trainer.after_step
+    monkeypatch.setattr(Trainer, "after_step", lambda self, bar=None: steps.append(self.subject) or
+                        real_after_step(self))
+    jobs = [(compose_cfg([*COMMON, *overrides, "train.resume=never"]), tmp_path / "packed" / name)
+            for name, overrides in JOBS.items()]
+    with build.share_backbones():
+        pack_sweep(jobs, pack=3)
+        assert sorted(steps) == ["ball"] * 2 + ["toy"] * 6  # one pack: each concept exactly its own steps
+        results = [train.run(cfg, run_dir) for cfg, run_dir in jobs]
+    assert loads == ["tiny_sdxl"]  # one model load for the packing and all three jobs
+    assert len(steps) == 8  # the jobs found their training complete: not retrained, even with resume=never
+    assert all(r == {"trained_packed": True} for r in results)
+
+    for name in JOBS:
+        placeholder = "<ball>" if name == "ball" else "<toy>"
+        separate, packed = tmp_path / "separate" / name, tmp_path / "packed" / name
+        for a, b in zip(embeddings(separate, placeholder), embeddings(packed, placeholder)):
+            assert torch.allclose(a, b, atol=1e-5), (name, (a - b).abs().max())
+        done = json.loads((packed / "done.json").read_text())
+        assert done["tokens"] == [placeholder]  # its own name, not the stand-in it trained under
+        assert json.loads((packed / "status.json").read_text())["trained_packed"] is True
+        separate_log = [json.loads(x)["loss"] for x in (separate / "train_log.jsonl").read_text().splitlines()]
+        packed_log = [json.loads(x)["loss"] for x in (packed / "train_log.jsonl").read_text().splitlines()]
+        assert packed_log == pytest.approx(separate_log, abs=1e-5)
+    # the two toy runs differ (kappa and beta), so the packed result is not one concept written twice
+    a, b = (embeddings(tmp_path / "packed" / n, "<toy>")[0] for n in ("kappa0", "kappa1e-3"))
+    assert not torch.allclose(a, b)
+
+    # a packed checkpoint resumes in a later, ordinary run: its token names are the concept's own
+    cfg = compose_cfg([*COMMON, *JOBS["kappa1e-3"], "train.steps=5", "train.checkpoint_every=5"])
+    steps.clear()
+    assert train.run(cfg, tmp_path / "packed" / "kappa1e-3")["train"]["step"] == 5 and len(steps) == 2
+
+
+def test_a_shared_backbone_refuses_a_leftover_concept():
+    from dti import build
+
+    cfg = compose_cfg(FAST)
+    with build.share_backbones():
+        backbone, concept = build.build_concept(cfg, build.build_subject(cfg))
+        with pytest.raises(RuntimeError, match="still carries a concept"):
+            build.build_backbone(cfg)
+        concept.remove()
+        assert build.build_backbone(cfg) is backbone  # the same loaded model again, once it is clean
+    assert build.build_backbone(cfg) is not backbone  # outside the block every call loads its own
+
+
+def test_packing_skips_what_cannot_be_packed(tmp_path):
+    from dti import build, train
+    from dti.packed import pack_sweep
+
+    bad = compose_cfg([*COMMON, "data.subject=nosuch"])  # bad input: left to its job, which reports it
+    alone = compose_cfg([*COMMON, "data.subject=toy", "train.resolution=64"])  # its own batch shape: unpacked
+    good = [compose_cfg([*COMMON, "data.subject=toy", f"kappa={k}"]) for k in (0, 1e-4)]
+    jobs = [(bad, tmp_path / "bad"), (alone, tmp_path / "alone"), (good[0], tmp_path / "a"), (good[1], tmp_path / "b")]
+    with build.share_backbones():
+        pack_sweep(jobs, pack=4)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "alone").exists()
+    assert (tmp_path / "a" / "done.json").is_file() and (tmp_path / "b" / "done.json").is_file()
+    with pytest.raises(Exception, match="nosuch"):
+        train.run(bad, tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_launcher_packs_a_sweep_then_samples_and_scores_each_job(tmp_path):
+    prompts = tmp_path / "one.txt"
+    prompts.write_text("a photo of a {}\n")
+    args = ["-m", "model=tiny_sdxl", "data=synthetic", f"data.cache_dir={tmp_path / 'images'}", "data.subject=toy",
+            "kappa=0,1e-4,5e-4", "train.steps=2", "train.batch_size=1", "train.validation.enabled=false",
+            "prompts=file", f"prompts.path={prompts}", "evaluator=tiny", "sampler.seeds=[0]", "train.pack=2",
+            "sweep_name=t3"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert log.count("training 2 concepts packed") == 1 and log.count("loading tiny_sdxl") == 1, log[-3000:]
+    root = tmp_path / "multirun" / "t3"
+    metrics = sorted(root.glob("*/toy/samples/one/metrics.json"))
+    assert len(metrics) == 3 and all(json.loads(p.read_text())["num_images"] == 1 for p in metrics)
+    trained = sorted(json.loads(p.read_text()).get("step") for p in root.glob("*/toy/done.json"))
+    assert trained == [2, 2, 2] and (root / "report.md").is_file()
