@@ -3,8 +3,12 @@
     python -m dti.bench train   model=sdxl model.random_init=true train.batch_size=4 train.resolution=768
     python -m dti.bench sample  model=sdxl model.random_init=true sampler.batch_size=16
     python -m dti.bench concept model=sdxl model.random_init=true
+    python -m dti.bench train   model=sdxl model.random_init=true train.pack=4         # 4 concepts per step
+    python -m dti.bench concept model=sdxl model.random_init=true train.pack=4         # 4 concepts, packed
+    python -m dti.bench concept model=sdxl model.random_init=true bench.concepts=4     # 4 concepts, one by one
 
-Hydra overrides as for launch.py, plus `bench.warmup`, `bench.steps`, `bench.out`. `model.random_init=true` builds
+Hydra overrides as for launch.py, plus `bench.warmup`, `bench.steps`, `bench.out`, `bench.profile`,
+`bench.concepts`. `model.random_init=true` builds
 the real architecture with random weights from the configs in dti/archs/ (published facts), saved once into the
 cache and loaded through the ordinary adapter, so no hub access is needed. Without CUDA the tiny backbone of the
 same family runs instead: the command is exercised in CI, the figures mean nothing. Prints and writes JSON:
@@ -15,6 +19,7 @@ time from process start to embeddings written.
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import statistics
@@ -46,7 +51,7 @@ def compose(overrides: list[str]):
 
 def prepare_overrides(overrides: list[str]) -> tuple[list[str], dict, bool]:
     """Split off bench.* settings; on CPU swap in the tiny backbone; with random_init point at random weights."""
-    bench = {"warmup": 3, "steps": 10, "out": None, "profile": "false"}
+    bench = {"warmup": 3, "steps": 10, "out": None, "profile": "false", "concepts": None}
     rest, random_init = [], False
     for o in overrides:
         key, _, value = o.partition("=")
@@ -155,20 +160,32 @@ def peak_memory() -> dict:
 
 
 def bench_train(cfg, bench: dict) -> dict:
-    from dti.build import build_concept, build_subject, build_trainer
+    """Step time of one concept, or with train.pack=K of K concepts of the subject in one packed step."""
+    from dti.build import build_backbone, build_subject
+    from dti.packed import PackedTrainer, PackItem, packed_trainers
 
-    subject = build_subject(cfg)
-    backbone, concept = build_concept(cfg, subject)
-    trainer = build_trainer(cfg, Path(tempfile.mkdtemp(prefix="dti-bench-")), backbone, concept, subject)
-    prepared = trainer.prepare()
-    flops = count_flops(lambda: trainer.train_step(prepared))
-    timing = measure(lambda: trainer.train_step(prepared), int(bench["warmup"]), int(bench["steps"]))
-    batch = cfg.train.batch_size * cfg.train.grad_accum
-    result = {**timing, "flops_per_step": flops, "images_per_s": batch / timing["median_s"], "batch": batch,
-              "resolution": cfg.train.resolution}
-    if str(bench["profile"]).lower() == "true":
-        trace = Path(f"benchmarks/profiles/train_{cfg.model.name}.trace.json")
-        result.update(profile_trace=str(trace), top_ops=profile(lambda: trainer.train_step(prepared), trace))
+    subject, k = build_subject(cfg), int(cfg.train.pack)
+    backbone = build_backbone(cfg)
+    work = Path(tempfile.mkdtemp(prefix="dti-bench-"))
+    with packed_trainers([PackItem(cfg, subject, work / f"concept{i}") for i in range(k)], backbone) as trainers:
+        prepared = {id(t): t.prepare() for t in trainers}
+        if k == 1:
+            def step():
+                trainers[0].train_step(prepared[id(trainers[0])])
+        else:
+            packed = PackedTrainer(trainers)
+
+            def step():
+                packed.step(trainers, prepared)
+        flops = count_flops(step)
+        timing = measure(step, int(bench["warmup"]), int(bench["steps"]))
+        batch = cfg.train.batch_size * cfg.train.grad_accum
+        result = {**timing, "flops_per_step": flops, "images_per_s": k * batch / timing["median_s"],
+                  "batch": batch, "concepts": k, "seconds_per_concept_step": timing["median_s"] / k,
+                  "resolution": cfg.train.resolution}
+        if str(bench["profile"]).lower() == "true":
+            trace = Path(f"benchmarks/profiles/train_{cfg.model.name}.trace.json")
+            result.update(profile_trace=str(trace), top_ops=profile(step, trace))
     return result
 
 
@@ -192,17 +209,32 @@ def bench_sample(cfg, bench: dict) -> dict:
 
 
 def bench_concept(cfg, bench: dict) -> dict:
+    """Wall time from process start until `bench.concepts` concepts (default train.pack) of the subject are
+    trained, each with its own seed: sequentially with train.pack=1, else train.pack per batch (dti.packed)."""
     from dti import train
+    from dti.build import share_backbones
+    from dti.packed import pack_sweep
 
-    run_dir = Path(tempfile.mkdtemp(prefix="dti-bench-")) / "concept"
-    train.run(cfg, run_dir)
+    k, pack = int(bench.get("concepts") or cfg.train.pack), int(cfg.train.pack)
+    root = Path(tempfile.mkdtemp(prefix="dti-bench-"))
+    jobs = []
+    for i in range(k):
+        job = copy.deepcopy(cfg)
+        job.seed = cfg.seed + i
+        jobs.append((job, root / f"concept{i}"))
+    with share_backbones():
+        if pack > 1:
+            pack_sweep(jobs, pack)
+        for job, run_dir in jobs:
+            train.run(job, run_dir)
     done = time.perf_counter() - PROCESS_START
-    files = sorted((run_dir / "embeddings").iterdir())
+    files = sorted(p for _, run_dir in jobs for p in (run_dir / "embeddings").iterdir())
     written = max(p.stat().st_mtime for p in files) - PROCESS_START_WALL  # the last embedding file's write
     v, steps = cfg.train.validation, cfg.train.steps
     return {"wall_s_process_start_to_embeddings": written, "wall_s_process_start_to_done": done, "steps": steps,
-            "validations": (len(range(v.every, steps, v.every)) if v.every else 0) + 1 if v.enabled else 0,
-            "embeddings": [p.name for p in files]}
+            "concepts": k, "pack": pack, "concepts_per_hour": 3600 * k / done,
+            "validations_per_concept": (len(range(v.every, steps, v.every)) if v.every else 0) + 1
+            if v.enabled else 0, "embeddings": sorted({p.name for p in files})}
 
 
 MODES = {"train": bench_train, "sample": bench_sample, "concept": bench_concept}
