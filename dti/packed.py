@@ -32,6 +32,7 @@ from dti.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
+VALIDATION_BATCH = 16  # images per generate call when packed concepts validate together
 _trained: set[Path] = set()  # run directories trained packed in this process, not yet taken by their job
 
 
@@ -166,17 +167,40 @@ class PackedTrainer:
         bar = tqdm(total=steps, initial=min((t.step for t in active), default=0),
                    desc=f"train {len(active)} packed", dynamic_ncols=True)
         while active:
-            for t in [t for t in active if t.step >= t.settings.steps]:  # e.g. resumed at its last checkpoint
-                t.finish()
+            finished = [t for t in active if t.step >= t.settings.steps]  # or resumed at its last checkpoint
+            self.validate([t for t in finished if t.validation.enabled])
+            for t in finished:
+                t.finish(validated=True)
                 active.remove(t)
             if not active:
                 break
             self.step(active, prepared)
             bar.update(1)
             for t in active:
-                t.after_step()
+                t.after_step(validate=False)
+            self.validate([t for t in active if t.validation_due()])
         bar.close()
         return {t.subject: t.done() for t in self.trainers}
+
+    def validate(self, trainers: list[Trainer]) -> None:
+        """The validation grids of `trainers`, with the images of all concepts that share validation settings made
+        together, VALIDATION_BATCH at a time. Each image has its own generator seeded by its seed alone, so it is
+        the image its concept's own validation would make (up to float rounding of the larger batch)."""
+        groups: dict[tuple, list[Trainer]] = {}
+        for t in trainers:
+            v = t.validation
+            groups.setdefault((v.size(), v.num_inference_steps, v.guidance_scale), []).append(t)
+        for (size, steps, guidance), group in groups.items():
+            requests = [t.validation_prompts() for t in group]
+            prompts = [p for ps, _ in requests for p in ps]
+            seeds = [seed for _, ss in requests for seed in ss]
+            images = []
+            for start in range(0, len(prompts), VALIDATION_BATCH):
+                chunk = slice(start, start + VALIDATION_BATCH)
+                images += self.backbone.generate(prompts[chunk], seeds[chunk], *size, steps, guidance)
+            for t, (ps, _) in zip(group, requests):
+                t.validate(images[:len(ps)])
+                images = images[len(ps):]
 
     def step(self, trainers: list[Trainer], prepared: dict) -> None:
         """One optimizer step of every concept in `trainers`, through one pass of the shared backbone."""

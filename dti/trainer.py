@@ -205,22 +205,28 @@ class Trainer:
     def logging_due(self) -> bool:
         return self._due(self.settings.log_every)
 
-    def after_step(self, bar=None) -> None:
-        """Logging, checkpoint and validation after the optimizer step (`last_loss`/`last_grads` set by it)."""
+    def after_step(self, bar=None, validate: bool = True) -> None:
+        """Logging, checkpoint and (unless the caller does it) validation after the optimizer step
+        (`last_loss`/`last_grads` set by it)."""
         s = self.settings
         if self.logging_due():  # the direction after this step's update, the gradient that made it
             stats = {k: {**tab.stats(), "grad_norm": self.last_grads[k]} for k, tab in self.concept.tables.items()}
             self._log(self.last_loss, stats, bar)
         if self._due(s.checkpoint_every):
             checkpoint.save(self.ckpt_dir, self.step, self._state(), s.keep_checkpoints)
-        if self.validation.enabled and self.validation.every and self.step % self.validation.every == 0 \
-                and self.step < s.steps:
+        if validate and self.validation_due():
             self.validate()
 
-    def finish(self) -> dict:
-        """Export the embeddings, the final validation, then done.json (last: its presence means complete)."""
+    def validation_due(self) -> bool:
+        """A validation during training (the final one is part of `finish`)."""
+        v = self.validation
+        return v.enabled and bool(v.every) and self.step % v.every == 0 and self.step < self.settings.steps
+
+    def finish(self, validated: bool = False) -> dict:
+        """Export the embeddings, the final validation (unless `validated`: the caller made it), then done.json
+        (last: its presence means complete)."""
         files = save_embeddings(self.concept, self.backbone.encoders, self.run_dir / "embeddings", self.subject)
-        if self.validation.enabled:
+        if self.validation.enabled and not validated:
             self.validate()
         done = {"step": self.step, "subject": self.subject, "tokens": self.concept.tokens,
                 "fingerprint": self.fingerprint, "embeddings": [str(f.relative_to(self.run_dir)) for f in files],
@@ -288,12 +294,18 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
         self.logger.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=self.step)
 
-    def validate(self) -> Path:
+    def validation_prompts(self) -> tuple[list[str], list[int]]:
+        """The prompts and seeds of a validation grid, row by row."""
         v = self.validation
-        prompts = [self.concept.prompt(p) for p in v.prompts for _ in v.seeds]
-        seeds = [seed for _ in v.prompts for seed in v.seeds]
-        height, width = v.size()
-        images = self.backbone.generate(prompts, seeds, height, width, v.num_inference_steps, v.guidance_scale)
+        return [self.concept.prompt(p) for p in v.prompts for _ in v.seeds], [s for _ in v.prompts for s in v.seeds]
+
+    def validate(self, images: list | None = None) -> Path:
+        """Write this step's validation grid; `images`: already made from `validation_prompts()` (packed
+        training makes every concept's images in one batch)."""
+        v = self.validation
+        if images is None:
+            images = self.backbone.generate(*self.validation_prompts(), *v.size(), v.num_inference_steps,
+                                            v.guidance_scale)
         path = self.run_dir / "validation" / f"step_{self.step:06d}.png"
         io.save_image(path, grid(images, columns=len(v.seeds)))
         self.logger.log_image("validation", path, step=self.step, caption=" | ".join(v.prompts))

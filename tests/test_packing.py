@@ -36,8 +36,8 @@ def test_a_sweep_packed_across_jobs_matches_separate_runs_with_one_model_load(tm
     real_load = build._load_backbone
     monkeypatch.setattr(build, "_load_backbone", lambda cfg: loads.append(cfg.model.name) or real_load(cfg))
     real_after_step = Trainer.after_step
-    monkeypatch.setattr(Trainer, "after_step", lambda self, bar=None: steps.append(self.subject) or
-                        real_after_step(self))
+    monkeypatch.setattr(Trainer, "after_step", lambda self, *a, **k: steps.append(self.subject) or
+                        real_after_step(self, *a, **k))
     jobs = [(compose_cfg([*COMMON, *overrides, "train.resume=never"]), tmp_path / "packed" / name)
             for name, overrides in JOBS.items()]
     with build.share_backbones():
@@ -117,3 +117,27 @@ def test_launcher_packs_a_sweep_then_samples_and_scores_each_job(tmp_path):
     assert len(metrics) == 3 and all(json.loads(p.read_text())["num_images"] == 1 for p in metrics)
     trained = sorted(json.loads(p.read_text()).get("step") for p in root.glob("*/toy/done.json"))
     assert trained == [2, 2, 2] and (root / "report.md").is_file()
+
+
+def test_packed_concepts_validate_together_with_the_images_of_their_own_runs(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from dti import train
+    from dti.backbones.sdxl import SDXLBackbone
+
+    common = [*COMMON, "train.validation.enabled=true", "train.validation.every=2", "train.validation.resolution=32",
+              "train.validation.prompts=['a photo of a {}']", "train.validation.seeds=[0,1]"]
+    for name in ("toy", "ball"):
+        train.run(compose_cfg([*common, f"data.subject={name}"]), tmp_path / "separate" / name)
+    calls = []
+    real = SDXLBackbone.generate
+    monkeypatch.setattr(SDXLBackbone, "generate", lambda self, prompts, *a, **k: calls.append(len(prompts)) or
+                        real(self, prompts, *a, **k))
+    train.run(compose_cfg([*common, "data.subject=all", "train.pack=2"]), tmp_path / "packed" / "all")
+    assert calls == [4, 4]  # steps 2 and 3 (final): both concepts' 2 images in one call each time
+    for name in ("toy", "ball"):
+        for step in (2, 3):
+            file = f"validation/step_{step:06d}.png"
+            a, b = (np.asarray(Image.open(tmp_path / run / name / file), dtype=int) for run in ("separate", "packed"))
+            assert np.abs(a - b).max() <= 2, (name, step)  # the same images, up to rounding in a larger batch

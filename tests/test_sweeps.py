@@ -326,7 +326,8 @@ def test_packed_training_trains_each_concept_exactly_its_steps(tmp_path, monkeyp
 
     steps = []
     original = Trainer.after_step
-    monkeypatch.setattr(Trainer, "after_step", lambda self, bar=None: steps.append(self.subject) or original(self))
+    monkeypatch.setattr(Trainer, "after_step",
+                        lambda self, *a, **k: steps.append(self.subject) or original(self, *a, **k))
     common = [*FAST, "data.subject=all", "train.pack=2", "train.steps=3", "train.checkpoint_every=3"]
     train.run(compose_cfg([*common, "train.resume=never"]), tmp_path / "all")
     assert sorted(steps) == ["ball"] * 3 + ["toy"] * 3  # packed once; not cleared and retrained one by one
