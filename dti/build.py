@@ -203,11 +203,11 @@ def check_resolutions(cfg: DictConfig, backbone: Backbone, stages: list[str]) ->
 
 def fingerprint(cfg: DictConfig, subject: Subject) -> dict:
     """What a training run's outputs depend on beyond its directory name: the checkpoint it starts from (not how
-    it is run: device, dtype, compile), the subject's images and the initializer."""
+    it is run: device, dtype, compile, batching), the subject's images and the initializer."""
     from dti.evaluator import image_key
 
     model = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
-             if k not in ("device", "dtype", "vae_dtype", "compile", "cache_dir", "name")}
+             if k not in ("device", "dtype", "vae_dtype", "compile", "batch_cfg", "cache_dir", "name")}
     return {"model": model, "images": [image_key(im) for im in subject.images], "initializer": subject.initializer}
 
 

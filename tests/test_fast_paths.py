@@ -54,6 +54,31 @@ def test_pretokenised_prompts_equal_tokenising_each_step(backbone):
     assert all(torch.equal(t[pick], a) for t, a in zip(table, again))
 
 
+def test_wan_batched_guidance_samples_what_wan_pipeline_samples():
+    """One denoiser call per step for both guidance passes (WanPipeline makes two): the same final latents."""
+    from dti.backbones.tiny import load_tiny
+
+    wan = load_tiny("dti.backbones.wan.WanBackbone", "tiny_wan")
+    calls = []
+    wan.transformer.register_forward_pre_hook(lambda module, args: calls.append(1))
+    seeds = [0, 1, 7]
+    with torch.no_grad():
+        cond = wan.encode_text(wan.tokenize(["a photo of a toy", "a toy on the beach", "a red toy"]))["prompt_embeds"]
+        uncond = wan.encode_text(wan.tokenize([""] * 3))["prompt_embeds"]
+        stock = wan.pipeline(prompt_embeds=cond, negative_prompt_embeds=uncond, height=32, width=32, num_frames=1,
+                             num_inference_steps=4, guidance_scale=5.0, generator=wan.generators(seeds),
+                             output_type="latent").frames
+        assert len(calls) == 8
+        batched = wan._denoise(cond, uncond, seeds, 32, 32, 4, 5.0)
+    assert len(calls) == 8 + 4
+    assert torch.allclose(stock, batched, atol=1e-5), (stock - batched).abs().max()
+    assert (batched[0] - batched[1]).abs().max() > 0.1  # different prompts and seeds: a comparison that can fail
+    wan.batch_cfg = True
+    calls.clear()
+    wan.generate(["a toy"], [0], 32, 32, 4, 5.0)
+    assert len(calls) == 4  # generate takes the batched path
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 

@@ -27,7 +27,7 @@ class WanBackbone(Backbone):
     def __init__(
         self, pretrained: str, revision: str | None = None, variant: str | None = None, device: str = "auto",
         dtype: str = "auto", vae_dtype: str = "float32", compile: bool = False, max_sequence_length: int = 512,
-        train_shift: float = 1.0, negative_prompt: str = "",
+        train_shift: float = 1.0, negative_prompt: str = "", batch_cfg: bool = True,
     ):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -51,6 +51,7 @@ class WanBackbone(Backbone):
         self.latents_mean = torch.tensor(self.vae.config.latents_mean, device=self.device).view(shape)
         self.latents_std = torch.tensor(self.vae.config.latents_std, device=self.device).view(shape)
         self.negative_prompt = negative_prompt
+        self.batch_cfg = batch_cfg
         self.resolution_multiple = 2 ** len(self.vae.config.temperal_downsample) * self.transformer.config.patch_size[1]
 
     @torch.no_grad()
@@ -83,11 +84,35 @@ class WanBackbone(Backbone):
         negative_prompt = self.negative_prompt if negative_prompt is None else negative_prompt
         cond = self.encode_text(self.tokenize(prompts, sampling=True))
         uncond = self.encode_text(self.tokenize([negative_prompt] * len(prompts), sampling=True))
-        latents = self.pipeline(
-            prompt_embeds=cond["prompt_embeds"], negative_prompt_embeds=uncond["prompt_embeds"], height=height,
-            width=width, num_frames=1, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            generator=self.generators(seeds), output_type="latent",
-        ).frames
+        pipe = self.pipeline
+        if self.batch_cfg and guidance_scale > 1 and not pipe.config.expand_timesteps:
+            latents = self._denoise(cond["prompt_embeds"], uncond["prompt_embeds"], seeds, height, width,
+                                    num_inference_steps, guidance_scale)
+        else:
+            latents = pipe(
+                prompt_embeds=cond["prompt_embeds"], negative_prompt_embeds=uncond["prompt_embeds"], height=height,
+                width=width, num_frames=1, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                generator=self.generators(seeds), output_type="latent",
+            ).frames
         latents = latents.float() * self.latents_std + self.latents_mean
         video = self.vae.decode(latents.to(self.vae_dtype)).sample  # (B, 3, 1, H, W)
         return to_pil(video[:, :, 0])
+
+    def _denoise(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], height: int, width: int,
+                 num_inference_steps: int, guidance_scale: float) -> torch.Tensor:
+        """WanPipeline's sampling loop (same latents, timesteps, guidance and scheduler steps, in the same dtypes)
+        with the conditional and unconditional passes in one denoiser call per step instead of two."""
+        pipe, scheduler = self.pipeline, self.pipeline.scheduler
+        scheduler.set_timesteps(num_inference_steps, device=self.device)
+        scheduler.set_begin_index(0)
+        latents = pipe.prepare_latents(len(seeds), self.transformer.config.in_channels, height, width, 1,
+                                       torch.float32, self.device, self.generators(seeds))
+        embeds = torch.cat([cond, uncond]).to(self.dtype)
+        for t in scheduler.timesteps:
+            x = latents.to(self.dtype)
+            both = self.transformer(hidden_states=torch.cat([x, x]), timestep=t.expand(2 * len(x)),
+                                    encoder_hidden_states=embeds, return_dict=False)[0]
+            noise_cond, noise_uncond = both.chunk(2)
+            guided = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+            latents = scheduler.step(guided, t, latents, return_dict=False)[0]
+        return latents
