@@ -79,6 +79,28 @@ def test_wan_batched_guidance_samples_what_wan_pipeline_samples():
     assert len(calls) == 4  # generate takes the batched path
 
 
+def test_compiled_denoiser_is_used_and_matches_eager(tmp_path, monkeypatch):
+    """model.compile=true on CPU, with the aot_eager backend (graph capture without inductor's minutes of code
+    generation on two cores; the inductor run is the CUDA test below)."""
+    import torch._dynamo
+    from conftest import FAST, compose_cfg
+    from safetensors.torch import load_file
+
+    from dti import train
+
+    fast = [*FAST, "train.steps=2"]
+    train.run(compose_cfg(fast), tmp_path / "eager")
+    real = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **k: real(self, backend="aot_eager", **k))
+    torch._dynamo.reset()
+    train.run(compose_cfg([*fast, "model.compile=true"]), tmp_path / "compiled")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the denoiser ran as captured graphs
+    a = load_file(tmp_path / "eager" / "embeddings" / "toy.safetensors")
+    b = load_file(tmp_path / "compiled" / "embeddings" / "toy.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    torch._dynamo.reset()
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
