@@ -167,7 +167,10 @@ def bench_train(cfg, bench: dict) -> dict:
     subject, k = build_subject(cfg), int(cfg.train.pack)
     backbone = build_backbone(cfg)
     work = Path(tempfile.mkdtemp(prefix="dti-bench-"))
-    with packed_trainers([PackItem(cfg, subject, work / f"concept{i}") for i in range(k)], backbone) as trainers:
+    items = [PackItem(cfg, subject, work / f"concept{i}") for i in range(k)]
+    with packed_trainers(items, backbone) as (trainers, failed):
+        if failed:
+            raise failed[0][1]
         prepared = {id(t): t.prepare() for t in trainers}
         if k == 1:
             def step():

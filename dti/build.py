@@ -126,10 +126,15 @@ def share_backbones():
         _shared_backbones = None
 
 
+def model_key(cfg: DictConfig) -> str:
+    """Jobs with equal keys can share one loaded backbone."""
+    return json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True, default=str)
+
+
 def build_backbone(cfg: DictConfig) -> Backbone:
     if _shared_backbones is None:
         return _load_backbone(cfg)
-    key = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True, default=str)
+    key = model_key(cfg)
     if key not in _shared_backbones:
         _shared_backbones.clear()  # drop the previous model before loading the next
         _shared_backbones[key] = _load_backbone(cfg)

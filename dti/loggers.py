@@ -52,7 +52,8 @@ class WandbLogger(NullLogger):
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=project, entity=entity, mode=mode, dir=str(run_dir), config=run_config,
                               name=name or "/".join(Path(run_dir).parts[-3:]), group=group, tags=list(tags or []),
-                              job_type=job_type, id=run_id, resume="allow")
+                              job_type=job_type, id=run_id, resume="allow",
+                              reinit="create_new")  # packed concepts: one run each, open at the same time
 
     def log(self, metrics, step):
         self.run.log(metrics, step=step)

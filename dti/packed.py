@@ -47,8 +47,9 @@ class PackItem:
 
 def pack_key(cfg: DictConfig) -> str:
     """Concepts can share a batch when they share the loaded backbone and the batch shape."""
-    shape = [cfg.train.batch_size, cfg.train.grad_accum, cfg.train.resolution]
-    return json.dumps([OmegaConf.to_container(cfg.model, resolve=True), shape], sort_keys=True, default=str)
+    from dti.build import model_key
+
+    return json.dumps([model_key(cfg), cfg.train.batch_size, cfg.train.grad_accum, cfg.train.resolution])
 
 
 def take_trained(directory: Path) -> bool:
@@ -60,46 +61,56 @@ def take_trained(directory: Path) -> bool:
     return found
 
 
-def train_packs(items: list[PackItem], backbone, pack: int) -> list[tuple[PackItem, BaseException]]:
-    """Train `items` `pack` at a time (in order) on the loaded `backbone`; returns the failed items and why.
-    A pack fails together; the others go on."""
-    failed = []
+def train_packs(items: list[PackItem], backbone, pack: int) -> None:
+    """Train `items` `pack` at a time (in order) on the loaded `backbone`. Whatever fails here is only logged:
+    the item is not marked trained, so its job trains it on its own (resuming from any checkpoint this wrote)
+    and reports its error there if there is one."""
     for start in range(0, len(items), pack):
         group = items[start:start + pack]
         try:
-            _train_pack(group, backbone)
-        except Exception as err:  # noqa: BLE001
-            log.error("packed training of %s failed: %s", ", ".join(str(i.directory) for i in group), err)
-            failed += [(item, err) for item in group]
-    return failed
-
-
-def _train_pack(group: list[PackItem], backbone) -> None:
-    with packed_trainers(group, backbone) as trainers:
-        for trainer in trainers:
-            trainer.resume()
-        log.info("training %d concepts packed: %s", len(group), ", ".join(str(i.directory) for i in group))
-        PackedTrainer(trainers).fit()
-        _trained.update(item.directory.resolve() for item in group)
+            with packed_trainers(group, backbone) as (trainers, failed):
+                for item, err in failed:
+                    log.warning("%s: not packed (%s: %s)", item.directory, type(err).__name__, err)
+                if trainers:
+                    log.info("training %d concepts packed: %s", len(trainers),
+                             ", ".join(str(t.run_dir) for t in trainers))
+                    PackedTrainer(trainers).fit()
+                    _trained.update(t.run_dir.resolve() for t in trainers)
+        except Exception:  # noqa: BLE001
+            log.exception("packed training of %s failed; each will train on its own",
+                          ", ".join(str(i.directory) for i in group))
 
 
 @contextlib.contextmanager
 def packed_trainers(group: list[PackItem], backbone):
-    """A trainer per item, each with its concept added to the shared `backbone` (a stand-in token where an
-    earlier item has the same placeholder). On leaving, the loggers finish and the concepts come out again."""
+    """(trainers, failed): a trainer per item, resumed, its concept added to the shared `backbone` (a stand-in
+    token where an earlier item has the same placeholder); items whose concept, trainer or checkpoint cannot be
+    set up are left out, with the error, in `failed`. On leaving, the loggers finish and the concepts come out."""
     from dti.build import build_concept, build_logger, build_trainer, concept_placeholder
 
-    concepts, trainers, ok = [], [], False
+    concepts, trainers, failed, ok = [], [], [], False
     try:
         placeholders = set()
         for k, item in enumerate(group):
-            placeholder = concept_placeholder(item.cfg, item.subject)
-            stand_in = f"<dti-pack{k}>" if placeholder in placeholders else None
+            concept = trainer = None
+            try:
+                placeholder = concept_placeholder(item.cfg, item.subject)
+                stand_in = f"<dti-pack{k}>" if placeholder in placeholders else None
+                concept = build_concept(item.cfg, item.subject, backbone, stand_in)[1]
+                trainer = build_trainer(item.cfg, item.directory, backbone, concept, item.subject,
+                                        build_logger(item.cfg, item.directory, ["train"], item.subject.name))
+                trainer.resume()
+            except Exception as err:  # noqa: BLE001
+                if trainer is not None:
+                    trainer.logger.finish(failed=True)
+                if concept is not None:
+                    concept.remove()  # the innermost lookup so far: safe to take out alone
+                failed.append((item, err))
+                continue
             placeholders.add(placeholder)
-            concepts.append(build_concept(item.cfg, item.subject, backbone, stand_in)[1])
-            trainers.append(build_trainer(item.cfg, item.directory, backbone, concepts[-1], item.subject,
-                                          build_logger(item.cfg, item.directory, ["train"], item.subject.name)))
-        yield trainers
+            concepts.append(concept)
+            trainers.append(trainer)
+        yield trainers, failed
         ok = True
     finally:
         for trainer in trainers:
@@ -113,28 +124,45 @@ def pack_sweep(jobs: list[tuple[DictConfig, Path]], pack: int) -> None:
     job finds its training complete. Anything that fails here is left to its job, which trains or reports it as
     usual: packing only ever saves time."""
     from dti.build import build_backbone
-    from dti.train import Job, subject_dir
 
     groups: dict[str, list[PackItem]] = {}
+    planned: set[Path] = set()
+    subjects: dict[tuple, Subject] = {}  # one copy of a subject's images for all the jobs that train it
     for cfg, run_dir in jobs:
         try:
-            job = Job(cfg, run_dir)
+            items = _plan(cfg, run_dir)
         except Exception as err:  # noqa: BLE001  (bad input: the job reports it when it runs)
             log.info("%s: not packed (%s)", run_dir, err)
             continue
-        if "train" in job.stages:
-            groups.setdefault(pack_key(cfg), []).extend(
-                PackItem(cfg, s, subject_dir(run_dir, s.name, job.many))
-                for s in job.subjects if not job.subject_complete(s, ["train"]))
+        for item in items:
+            if item.directory.resolve() in planned:
+                continue  # jobs that share a run directory: the first trains it, the others find it complete
+            planned.add(item.directory.resolve())
+            source = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True, default=str)
+            item.subject = subjects.setdefault((source, item.subject.name), item.subject)
+            groups.setdefault(pack_key(cfg), []).append(item)
+    backbone = None
     for items in groups.values():
         if len(items) < 2:
             continue  # nothing to share a batch with: its job trains it as usual
+        backbone = None  # the previous group's model goes before the next one loads
         try:
             backbone = build_backbone(items[0].cfg)
         except Exception as err:  # noqa: BLE001
             log.info("not packed: %s", err)
             continue
         train_packs([i for i in items if _fits(i, backbone)], backbone, pack)
+
+
+def _plan(cfg: DictConfig, run_dir: Path) -> list[PackItem]:
+    """The concepts of one job that still need training."""
+    from dti.train import Job, subject_dir
+
+    job = Job(cfg, run_dir)
+    if "train" not in job.stages:
+        return []
+    return [PackItem(cfg, s, subject_dir(run_dir, s.name, job.many))
+            for s in job.subjects if not job.subject_complete(s, ["train"])]
 
 
 def _fits(item: PackItem, backbone) -> bool:

@@ -98,10 +98,8 @@ class Job:
         if todo and {"train", "sample"} & set(self.stages):
             self.load_backbone()  # job-level: a failure here (checkpoint, image sizes) fails the job, not a subject
         if "train" in self.stages and self.many and self.cfg.train.pack > 1:
-            failed += self.train_packed(int(self.cfg.train.pack))
+            self.train_packed(int(self.cfg.train.pack))
         for subject in self.subjects:
-            if any(f.startswith(f"{subject.name} (") for f in failed):
-                continue
             directory = subject_dir(self.run_dir, subject.name, self.many)
             prompt_set, tag, _ = self.sampling_plan(subject)
             if subject not in todo:
@@ -140,17 +138,14 @@ class Job:
                            fingerprint(self.cfg, subject), self.sampler_record(),
                            OmegaConf.to_container(self.cfg.evaluator, resolve=True), self.cfg.train.steps)
 
-    def train_packed(self, pack: int) -> list[str]:
-        """Train the subjects that need it `pack` at a time in shared batches (dti.packed); returns failures.
-        The per-subject stages that follow find training complete and go on to sampling."""
+    def train_packed(self, pack: int) -> None:
+        """Train the subjects that need it `pack` at a time in shared batches (dti.packed). The per-subject
+        stages that follow find training complete and go on to sampling; a subject that could not be packed
+        trains (or fails) there on its own."""
         todo = [s for s in self.subjects if s.name not in self.packed and not self.subject_complete(s, ["train"])]
         items = [PackItem(self.cfg, s, subject_dir(self.run_dir, s.name, True)) for s in todo]
-        failed = []
-        for item, err in train_packs(items, self.backbone, pack):
-            write_status(item.directory, "failed", ["train"], error=err)
-            failed.append(f"{item.subject.name} ({type(err).__name__}: {err})")
+        train_packs(items, self.backbone, pack)
         self.packed |= {item.subject.name for item in items if take_trained(item.directory)}
-        return failed
 
     def sampler_record(self) -> dict | None:
         from dti.sampler import image_settings
@@ -198,7 +193,8 @@ class Job:
                 logger.finish(failed=failed)  # always: sequential jobs must never share a logger run
             if concept is not None:
                 concept.remove()  # the next subject starts from the untouched backbone
-        write_status(directory, "done", stages, seconds=time.perf_counter() - started, result=result)
+        packed = {"trained_packed": True} if subject.name in self.packed else {}
+        write_status(directory, "done", stages, seconds=time.perf_counter() - started, result=result, **packed)
         return result
 
 

@@ -31,6 +31,4 @@ def test_bench_command_writes_its_json(tmp_path, mode, extra, keys, values):
     assert record["model"] == "tiny_sdxl"  # no CUDA: the tiny backbone of the same family
     assert keys <= set(record) and record["mode"] == mode and record["torch"]
     assert {k: record[k] for k in values} == values
-    if mode == "train":  # a packed step does the work of `concepts` steps
-        assert record["seconds_per_concept_step"] == pytest.approx(record["median_s"] / record["concepts"])
     assert json.loads(result.stdout) == record

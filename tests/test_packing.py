@@ -99,24 +99,75 @@ def test_packing_skips_what_cannot_be_packed(tmp_path):
 
 
 @pytest.mark.slow
-def test_launcher_packs_a_sweep_then_samples_and_scores_each_job(tmp_path):
+def test_launcher_packs_a_sweep_per_model_then_samples_and_scores_each_job(tmp_path):
     prompts = tmp_path / "one.txt"
     prompts.write_text("a photo of a {}\n")
-    args = ["-m", "model=tiny_sdxl", "data=synthetic", f"data.cache_dir={tmp_path / 'images'}", "data.subject=toy",
-            "kappa=0,1e-4,5e-4", "train.steps=2", "train.batch_size=1", "train.validation.enabled=false",
+    # Hydra varies the last value fastest (sdxl, sana, sdxl, sana): the launcher still loads each model once;
+    # the run directories are named by job number, which the packing pass must know before the jobs run
+    args = ["-m", "kappa=0,1e-4", "model=tiny_sdxl,tiny_sana", "data=synthetic", f"data.cache_dir={tmp_path / 'im'}",
+            "data.subject=toy", "train.steps=2", "train.batch_size=1", "train.validation.enabled=false",
             "prompts=file", f"prompts.path={prompts}", "evaluator=tiny", "sampler.seeds=[0]", "train.pack=2",
-            "sweep_name=t3"]
+            "sweep_name=t3", "hydra.sweep.subdir=job${hydra.job.num}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
-    assert log.count("training 2 concepts packed") == 1 and log.count("loading tiny_sdxl") == 1, log[-3000:]
+    assert log.count("training 2 concepts packed") == 2, log[-3000:]
+    assert log.count("loading tiny_sdxl") == 1 and log.count("loading tiny_sana") == 1, log[-3000:]
     root = tmp_path / "multirun" / "t3"
-    metrics = sorted(root.glob("*/toy/samples/one/metrics.json"))
-    assert len(metrics) == 3 and all(json.loads(p.read_text())["num_images"] == 1 for p in metrics)
-    trained = sorted(json.loads(p.read_text()).get("step") for p in root.glob("*/toy/done.json"))
-    assert trained == [2, 2, 2] and (root / "report.md").is_file()
+    for number, model in enumerate(["tiny_sdxl", "tiny_sana", "tiny_sdxl", "tiny_sana"]):
+        job = root / f"job{number}"
+        assert f"model={model}" in (job / ".hydra" / "overrides.yaml").read_text()
+        assert json.loads((job / "done.json").read_text())["step"] == 2
+        assert json.loads((job / "samples" / "one" / "metrics.json").read_text())["num_images"] == 1
+        assert json.loads((job / "status.json").read_text())["trained_packed"] is True
+    assert (root / "report.md").is_file()
+
+
+def test_packing_plans_each_run_directory_once_and_survives_bad_jobs_and_items(tmp_path, monkeypatch):
+    from dti import build, train
+    from dti.packed import pack_sweep
+    from dti.trainer import Trainer
+
+    steps = []
+    real_after_step = Trainer.after_step
+    monkeypatch.setattr(Trainer, "after_step", lambda self, *a, **k: steps.append(self.run_dir.name) or
+                        real_after_step(self, *a, **k))
+    shared = tmp_path / "shared"  # two jobs whose settings differ only outside the directory name
+    broken = tmp_path / "broken"  # a checkpoint that cannot be read: this item fails, its pack goes on
+    (broken / "checkpoints").mkdir(parents=True)
+    (broken / "checkpoints" / "step_000002.pt").write_bytes(b"not a checkpoint")
+    jobs = [(compose_cfg([*COMMON, "data.subject=toy", "train.checkpoint_every=1"]), shared),
+            (compose_cfg([*COMMON, "data.subject=toy", "train.checkpoint_every=3"]), shared),
+            (compose_cfg([*COMMON, "data.subject=toy", "prompts=file", "prompts.path=/no/such/file",
+                          "stage=[train,sample]"]), tmp_path / "bad"),
+            (compose_cfg([*COMMON, "data.subject=toy", "kappa=0"]), broken),
+            (compose_cfg([*COMMON, "data.subject=ball"]), tmp_path / "ball")]
+    with build.share_backbones():
+        pack_sweep(jobs, pack=4)
+    assert sorted(steps) == ["ball"] * 3 + ["shared"] * 3  # trained once each; "bad" and "broken" left out
+    assert not (tmp_path / "bad").exists() and not (broken / "done.json").exists()
+    with pytest.raises(Exception, match="no/such/file"):  # the bad job reports its own error when it runs
+        train.run(jobs[2][0], tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_packed_concepts_log_to_their_own_wandb_runs(tmp_path, monkeypatch):
+    from dti import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    train.run(compose_cfg([*COMMON, "data.subject=all", "train.pack=2", "logger=wandb"]), tmp_path / "all")
+    from test_download_and_logging import read_wandb_records
+
+    ids = {}
+    for name in ("toy", "ball"):  # each concept's training history in a run of its own
+        records = [r for f in (tmp_path / name / "wandb").glob("offline-run-*/*.wandb") for r in read_wandb_records(f)]
+        ids[name] = {r.run.run_id for r in records if r.WhichOneof("record_type") == "run"}
+        losses = [i for r in records if r.WhichOneof("record_type") == "history" for i in r.history.item
+                  if (i.key or "/".join(i.nested_key)) == "train/loss"]
+        assert len(ids[name]) == 1 and len(losses) == 3, (name, ids[name], len(losses))
+    assert ids["toy"] != ids["ball"]
 
 
 def test_packed_concepts_validate_together_with_the_images_of_their_own_runs(tmp_path, monkeypatch):
