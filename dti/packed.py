@@ -134,11 +134,11 @@ def pack_sweep(jobs: list[tuple[DictConfig, Path]], pack: int) -> None:
         except Exception as err:  # noqa: BLE001  (bad input: the job reports it when it runs)
             log.info("%s: not packed (%s)", run_dir, err)
             continue
+        source = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True, default=str)
         for item in items:
             if item.directory.resolve() in planned:
                 continue  # jobs that share a run directory: the first trains it, the others find it complete
             planned.add(item.directory.resolve())
-            source = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True, default=str)
             item.subject = subjects.setdefault((source, item.subject.name), item.subject)
             groups.setdefault(pack_key(cfg), []).append(item)
     backbone = None

@@ -32,7 +32,8 @@ class PlannedJob(NamedTuple):  # (not a dataclass: Hydra's plugin scan imports t
     number: int
     overrides: Sequence[str]
     group: str  # the model settings (jobs with equal ones share a backbone), or a key of its own
-    config: DictConfig | None = None  # what the task function will get; None if planning failed
+    sweep_config: DictConfig | None = None  # the job's whole config, for run_job; None if planning failed
+    config: DictConfig | None = None  # what the task function will get
     output_dir: Path | None = None
 
 
@@ -87,15 +88,15 @@ class PackedLauncher(Launcher):
             task_config = copy.deepcopy(config)
             with read_write(task_config), open_dict(task_config):
                 del task_config["hydra"]
-            return PlannedJob(number, overrides, model_key(task_config), task_config, output_dir)
+            return PlannedJob(number, overrides, model_key(task_config), config, task_config, output_dir)
         except Exception as err:  # noqa: BLE001
             log.info("job #%d: not planned (%s)", number, err)
             return PlannedJob(number, overrides, f"#{number}")
 
     def run(self, job: PlannedJob) -> JobReturn:
         log.info("\t#%d : %s", job.number, " ".join(filter_overrides(job.overrides)))
-        result = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                         config=self.sweep_config(job.number, job.overrides), job_dir_key="hydra.sweep.dir",
-                         job_subdir_key="hydra.sweep.subdir")
+        config = job.sweep_config if job.sweep_config is not None else self.sweep_config(job.number, job.overrides)
+        result = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=config,
+                         job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return result
