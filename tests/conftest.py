@@ -9,19 +9,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
+from helpers import FAST, compose_cfg  # noqa: E402
 
-import dti  # noqa: E402,F401  (registers resolvers)
-
-ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
-
-# a few steps of the tiny SDXL on the generated subject; validation off unless a test turns it on
-FAST = [
-    "model=tiny_sdxl", "data=synthetic", "stage=[train]", "train.steps=4", "train.batch_size=2", "train.log_every=1",
-    "train.checkpoint_every=2", "train.validation.enabled=false", "train.validation.seeds=[0]",
-    "train.validation.num_inference_steps=2",
-]
+import dti.run  # noqa: E402,F401  (registers the config resolvers)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,15 +21,10 @@ def dti_cache(tmp_path_factory):
     return Path(os.environ["DTI_CACHE"])
 
 
-def compose_cfg(overrides=()):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("launch", overrides=list(overrides))
-
-
 @pytest.fixture
 def train_run(tmp_path):
     """Build and run a training job in-process; returns (done, trainer, run_dir)."""
-    from dti.build import build_concept, build_subject, build_trainer
+    from dti.run.build import build_concept, build_subject, build_trainer
 
     def _run(*overrides, run_dir=None):
         run_dir = Path(run_dir or tmp_path / "run")

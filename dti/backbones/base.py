@@ -10,34 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 from torch import nn
 
-from dti.errors import InputError
-
-
-@dataclass
-class TextEncoderSlot:
-    """One text encoder of a backbone and everything needed to add and export a concept token for it."""
-
-    key: str  # A1111/ComfyUI key of this encoder's rows, e.g. "clip_l"
-    tokenizer: Any
-    encoder: nn.Module
-    diffusers_file: str  # e.g. "learned_embeds.safetensors", loadable by pipe.load_textual_inversion
-    max_length: int
-    # rows the tokenizer can produce; the vocabulary statistics (magnitude) are taken over these
-    num_vocab_rows: int = 0
-    # what the stock pipeline does to a prompt before tokenising it (SANA lower-cases, Wan cleans text)
-    preprocess: Callable[[str], str] = str
-
-    def input_embeddings(self) -> nn.Module:
-        return self.encoder.get_input_embeddings()
-
-    def set_input_embeddings(self, module: nn.Module) -> None:
-        self.encoder.set_input_embeddings(module)
+from dti.core.errors import InputError
+from dti.method.formats import add_tokens, read_token_file
+from dti.method.slots import TextEncoderSlot
 
 
 @dataclass
@@ -122,6 +104,14 @@ class Backbone:
 
     # -- sampling with the components already in memory ------------------------------------------------------
     pipeline_class: type | None = None  # the stock diffusers pipeline of this backbone
+
+    @classmethod
+    def load_into_pipeline(cls, pipe, folder: Path, token: str | None = None) -> list[str]:
+        """Add a run's saved embeddings (its `embeddings/` folder) to a stock `pipeline_class` pipeline; returns
+        the concept's tokens. The default serves pipelines with one text encoder and no `load_textual_inversion`
+        (SanaPipeline, WanPipeline): the tokens are added and their rows written into the encoder's table."""
+        saved, rows = read_token_file(Path(folder) / "learned_embeds.safetensors")
+        return add_tokens(pipe.tokenizer, pipe.text_encoder, token or saved, rows)
 
     def pipeline_components(self) -> dict[str, Any]:
         """Keyword arguments of `pipeline_class`: the loaded modules, never reloaded from disk. The default is

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -20,9 +22,10 @@ from dti.backbones.base import (
     load_scheduler_config,
     sampling_scheduler,
 )
-from dti.images import prepare, to_pil
-from dti.objectives import NoisePrediction, mse
-from dti.runtime import resolve_device, resolve_dtype
+from dti.backbones.images import prepare, to_pil
+from dti.backbones.objectives import NoisePrediction, mse
+from dti.core.runtime import resolve_device, resolve_dtype
+from dti.method.formats import read_token_file
 
 
 def use_eos_pooling(text_encoder: torch.nn.Module, eos_token_id: int) -> None:
@@ -118,6 +121,19 @@ class SDXLBackbone(Backbone):
                     tokenizer=self.tokenizer, tokenizer_2=self.tokenizer_2, unet=self.unet,
                     scheduler=self.sample_scheduler)
 
+    @classmethod
+    def load_into_pipeline(cls, pipe, folder, token=None):
+        """Stock diffusers loading of both files, plus EOS pooling so the pipeline conditions as training did."""
+        folder = Path(folder)
+        saved, rows = read_token_file(folder / "learned_embeds.safetensors")
+        token = token or saved
+        pipe.load_textual_inversion(str(folder / "learned_embeds.safetensors"), token=token,
+                                    text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+        pipe.load_textual_inversion(str(folder / "learned_embeds_2.safetensors"), token=token,
+                                    text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+        use_eos_pooling(pipe.text_encoder_2, pipe.tokenizer_2.eos_token_id)
+        return [token] + [f"{token}_{i}" for i in range(1, rows.shape[0])]
+
     @torch.no_grad()
     def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale, negative_prompt=None):
         cond = self.encode_text(self.tokenize(prompts, sampling=True))
@@ -134,16 +150,3 @@ class SDXLBackbone(Backbone):
         ).images
         return to_pil(self.vae.decode(latents.to(self.vae_dtype) / self.vae_scale).sample)
 
-
-def load_into_pipeline(pipe: StableDiffusionXLPipeline, folder, token: str | None = None) -> list[str]:
-    """Stock diffusers loading of both files, plus EOS pooling so the pipeline conditions as training did."""
-    from dti.export import read_token_file
-
-    saved, rows = read_token_file(folder / "learned_embeds.safetensors")
-    token = token or saved
-    pipe.load_textual_inversion(str(folder / "learned_embeds.safetensors"), token=token,
-                                text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
-    pipe.load_textual_inversion(str(folder / "learned_embeds_2.safetensors"), token=token,
-                                text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
-    use_eos_pooling(pipe.text_encoder_2, pipe.tokenizer_2.eos_token_id)
-    return [token] + [f"{token}_{i}" for i in range(1, rows.shape[0])]

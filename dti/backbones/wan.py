@@ -16,9 +16,9 @@ from dti.backbones.base import (
     load_scheduler_config,
     sampling_scheduler,
 )
-from dti.images import prepare, to_pil
-from dti.objectives import FlowMatching, mse
-from dti.runtime import resolve_device, resolve_dtype
+from dti.backbones.images import prepare, to_pil
+from dti.backbones.objectives import FlowMatching, mse
+from dti.core.runtime import resolve_device, resolve_dtype
 
 
 class WanBackbone(Backbone):
