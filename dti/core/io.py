@@ -1,4 +1,5 @@
-"""Atomic writes: every file a run produces appears whole or not at all (temp file in the same folder + rename)."""
+"""Atomic writes: every file a run produces appears whole or not at all (temp file in the same folder + rename),
+with the permissions an ordinary `open()` would give it (0666 less the umask; mkstemp alone gives 0600)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds, deletes it otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         yield Path(tmp)

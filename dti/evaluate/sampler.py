@@ -17,16 +17,18 @@ from pathlib import Path
 import torch
 
 from dti.backbones.base import Backbone
-from dti.core import io
+from dti.core import checks, io
 from dti.core.errors import InputError
 from dti.evaluate.prompts import PromptSet
 from dti.method.concept import Concept
 from dti.method.formats import read_token_file
-from dti.method.magnitude import Fixed, VocabNorm
+from dti.method.magnitude import FixedValue, VocabNorm
 
 
 @dataclass
 class SamplerSettings:
+    """The `sampler:` node (also its config schema): every prompt of the prompt set x every seed."""
+
     batch_size: int = 16
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     height: int = 1024
@@ -35,17 +37,21 @@ class SamplerSettings:
     guidance_scale: float = 5.0
     negative_prompt: str | None = None  # None: the backbone's default (SDXL: zero embedding; SANA/Wan: "")
     scheduler: str | None = None  # a diffusers scheduler class built from the checkpoint's config; None: its own
-    rescale: str | float = "none"  # none | mean | min | max | <number>: TI-rescaled
+    rescale: str = "none"  # none | mean | min | max | <number>: TI-rescaled
     tag: str | None = None  # sample folder name; None: "<prompt set>" or "<prompt set>-rescale_<value>"
 
     def __post_init__(self):
-        for name in ("batch_size", "height", "width", "num_inference_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"sampler.{name}", value, "must be a positive integer")
+        checks.integer("sampler.batch_size", self.batch_size, minimum=1, maximum=4096)
+        checks.integer("sampler.height", self.height, minimum=8, maximum=8192)
+        checks.integer("sampler.width", self.width, minimum=8, maximum=8192)
+        checks.integer("sampler.num_inference_steps", self.num_inference_steps, minimum=1, maximum=1000)
+        checks.number("sampler.guidance_scale", self.guidance_scale, minimum=0, maximum=100)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise InputError("sampler.seeds", list(self.seeds), "must be a non-empty list of distinct seeds")
+        for seed in self.seeds:
+            checks.integer("sampler.seeds", seed, minimum=0)
         self.seeds = [int(s) for s in self.seeds]
+        self.rescale = str(self.rescale)
         self.rescale_magnitude()  # validates
 
     def rescale_magnitude(self):
@@ -56,7 +62,7 @@ class SamplerSettings:
         if value in ("mean", "min", "max"):
             return VocabNorm(value)
         try:
-            return Fixed(float(value))
+            return FixedValue(float(value), field="sampler.rescale")
         except ValueError:  # InputError is a ValueError too
             raise InputError("sampler.rescale", self.rescale,
                              "choose none, mean, min, max or a positive number") from None

@@ -41,16 +41,16 @@ class VocabNorm(Magnitude):
         return value.expand(init.shape[0]).clone()
 
 
-class Fixed(Magnitude):
-    """`float`: a given number, e.g. Table 3's m* = 5.0."""
+class FixedValue(Magnitude):
+    """`magnitude=float`: a given number, e.g. Table 3's m* = 5.0."""
 
-    def __init__(self, value: float):
+    def __init__(self, value: float, field: str = "magnitude.value"):
         try:
             value = float(value)
         except (TypeError, ValueError):
-            raise InputError("magnitude.value", value, "must be a number") from None
+            raise InputError(field, value, "must be a number") from None
         if not value > 0 or value == float("inf"):
-            raise InputError("magnitude.value", value, "must be a positive finite number")
+            raise InputError(field, value, "must be a positive finite number")
         self.value = value
 
     def __call__(self, vocab, init, special_ids):

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-TINY_VERSION = 2  # bump when a builder changes, so stale caches are rebuilt
+TINY_VERSION = 3  # bump when a builder changes, so stale caches are rebuilt
 
 
 def cache_root(cache_dir: str | None = None) -> Path:

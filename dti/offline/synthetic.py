@@ -28,7 +28,7 @@ def draw_toy(seed: int, size: int = 96, body=(200, 30, 30), stripe=(240, 210, 40
 
 def synthetic_subject(num_images: int = 4, subject: str = "toy", subjects: dict | None = None,
                       cache_dir: str | None = None, initializer: str | None = None,
-                      initializer_source: str = "class_word") -> Subject:
+                      words: str = "class_word") -> Subject:
     """A generated subject from the `subjects` table ({name: {class_word, body, stripe}}), written once into
     the cache folder."""
     subjects = subjects or {"toy": {"class_word": "toy"}}
@@ -42,4 +42,4 @@ def synthetic_subject(num_images: int = 4, subject: str = "toy", subjects: dict 
         if not path.exists():
             io.save_image(path, draw_toy(i, **colours))
     return folder_subject(str(folder), entry["class_word"], subject=subject, initializer=initializer,
-                          live=bool(entry.get("live", False)))
+                          live=bool(entry.get("live", False)), words=words)

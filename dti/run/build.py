@@ -12,16 +12,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dti.backbones.base import Backbone
+from dti.core import checks
 from dti.core.errors import InputError
 from dti.evaluate.prompts import PromptSet
 from dti.evaluate.sampler import SamplerSettings
 from dti.evaluate.scorers import Evaluator
 from dti.method.concept import Concept, ConceptEmbedding, add_concept
 from dti.method.magnitude import Magnitude
+from dti.offline.random_weights import random_pretrained
 from dti.run.identity import fingerprint
 from dti.run.loggers import NullLogger
 from dti.train.data import Subject
-from dti.train.trainer import Trainer, TrainSettings, ValidationSettings
+from dti.train.settings import TrainSettings
+from dti.train.trainer import Trainer
 
 STAGES = ("train", "sample", "evaluate")
 
@@ -41,23 +44,18 @@ def _instantiate(node, **kwargs):
         raise
 
 
-def _number(cfg: DictConfig, key: str, minimum: float, strict: bool) -> float:
-    value = OmegaConf.select(cfg, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value > minimum if strict
-                                                                                else value >= minimum)
-    if not ok:
-        raise InputError(key, value, f"must be a number {'>' if strict else '>='} {minimum}")
-    return float(value)
-
-
 def check_scalars(cfg: DictConfig) -> None:
-    """Cheap checks of user-facing numbers, before anything is loaded or written."""
-    _number(cfg, "kappa", 0, strict=False)
-    _number(cfg, "optimizer.lr", 0, strict=True)
+    """The optimizer's own numbers, as the optimizer will get them, before anything is loaded or written: the
+    prior strength is checked where it is used (`optimizer.kappa`, which reads the top-level `kappa`)."""
+    kappa = OmegaConf.select(cfg, "optimizer.kappa")
+    field = "kappa" if OmegaConf.is_interpolation(cfg.optimizer, "kappa") else "optimizer.kappa"
+    checks.number(field, kappa, minimum=0, maximum=1e3)
+    checks.number("optimizer.lr", OmegaConf.select(cfg, "optimizer.lr"), minimum=0, maximum=1e3, open_min=True)
 
 
-def _settings(cls, node: DictConfig | None, **extra):
-    values = {**OmegaConf.to_container(node or {}, resolve=True), **extra}
+def _settings(cls, node: DictConfig):
+    """A settings dataclass from its config node (typed by the schema; its __post_init__ checks the ranges)."""
+    values = OmegaConf.to_container(node, resolve=True)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -141,7 +139,10 @@ def build_backbone(cfg: DictConfig, cache: BackboneCache | None = None) -> Backb
 
 
 def _load_backbone(cfg: DictConfig) -> Backbone:
-    node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "name"])  # name: run-dir label only
+    # name is a label; random_init swaps the checkpoint for a random-weight build of the same architecture
+    node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k not in ("name", "random_init")])
+    if cfg.model.get("random_init"):
+        node.pretrained = str(random_pretrained(cfg.model.name))
     log.info("loading %s", cfg.model.name)
     try:
         return _instantiate(node)
@@ -171,20 +172,20 @@ def build_concept(cfg: DictConfig, subject: Subject, backbone: Backbone | None =
     return backbone, concept
 
 
-def check_training(cfg: DictConfig) -> tuple[TrainSettings, ValidationSettings]:
+def check_training(cfg: DictConfig) -> TrainSettings:
     """Everything about training that can be checked before a model is loaded."""
     check_scalars(cfg)
     check_compatible(build_magnitude(cfg), build_optimizer_factory(cfg))
-    loop = OmegaConf.masked_copy(cfg.train, [k for k in cfg.train if k != "validation"])
-    return _settings(TrainSettings, loop, seed=cfg.seed), _settings(ValidationSettings, cfg.train.get("validation"))
+    checks.integer("seed", cfg.seed, minimum=0, maximum=2**63 - 1)
+    return _settings(TrainSettings, cfg.train)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: Concept, subject: Subject,
                   logger=None) -> Trainer:
-    settings, validation = check_training(cfg)
+    settings = check_training(cfg)
     optimizer = build_optimizer_factory(cfg)(concept.param_groups())
-    return Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, validation, run_dir,
-                   logger or NullLogger(), fingerprint(cfg, subject))
+    return Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, run_dir,
+                   logger or NullLogger(), seed=cfg.seed, fingerprint=fingerprint(cfg, subject))
 
 
 def check_resolutions(cfg: DictConfig, backbone: Backbone, stages: list[str]) -> None:
@@ -192,9 +193,9 @@ def check_resolutions(cfg: DictConfig, backbone: Backbone, stages: list[str]) ->
     multiple = backbone.resolution_multiple
     sizes = []
     if "train" in stages:
-        train, validation = check_training(cfg)
+        train = check_training(cfg)
         sizes += [("train.resolution", train.resolution), *(("train.validation.resolution", x)
-                                                            for x in validation.size())]
+                                                            for x in train.validation.size())]
     if "sample" in stages:
         sizes += [("sampler.height", cfg.sampler.height), ("sampler.width", cfg.sampler.width)]
     for field, value in sizes:
@@ -223,13 +224,13 @@ def build_evaluator(cfg: DictConfig) -> Evaluator:
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
-    """model, optimizer, magnitude and kappa of a run, for grouping on dashboards."""
+    """model, method, optimizer, magnitude and kappa of a run, for grouping on dashboards."""
     def short(target: str) -> str:
         return target.rsplit(".", 1)[-1]
 
     magnitude = OmegaConf.select(cfg, "magnitude.statistic") or short(cfg.magnitude._target_)
-    return [f"model={cfg.model.name}", f"optimizer={short(cfg.optimizer._target_)}",
-            f"magnitude={magnitude}", f"kappa={OmegaConf.select(cfg, 'optimizer.kappa', default=cfg.kappa)}"]
+    return [f"model={cfg.model.name}", f"method={cfg.method.name}", f"optimizer={short(cfg.optimizer._target_)}",
+            f"magnitude={magnitude}", f"kappa={cfg.optimizer.kappa}"]
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, stages: list[str] | None = None, subject: str | None = None):

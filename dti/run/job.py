@@ -82,8 +82,8 @@ class Job:
         todo = [s for s in self.subjects if not self.subject_complete(s)]
         if todo and {"train", "sample"} & set(self.stages):
             self.load_backbone()  # job-level: a failure here (checkpoint, image sizes) fails the job, not a subject
-        if "train" in self.stages and self.many and self.cfg.train.pack > 1:
-            self.train_packed(int(self.cfg.train.pack))
+        if "train" in self.stages and self.many and self.cfg.pack > 1:
+            self.train_packed(int(self.cfg.pack))
         for subject in self.subjects:
             directory = subject_dir(self.run_dir, subject.name, self.many)
             prompt_set, tag, _ = self.sampling_plan(subject)

@@ -1,7 +1,7 @@
-"""Packing concepts into shared batches (`train.pack=K`): which concepts can share a batch, and training them K
+"""Packing concepts into shared batches (`pack=K`): which concepts can share a batch, and training them K
 at a time on one loaded backbone with `dti.train.packed.PackedTrainer`.
 
-The same code serves a job's subjects (`data.subject=all train.pack=4`, dti.run.job) and a whole sweep's
+The same code serves a job's subjects (`data.subject=all pack=4`, dti.run.job) and a whole sweep's
 concepts (dti.sweep.packing). Two concepts with one placeholder (one subject, two kappas) train under stand-in
 tokens and are written under their own name. Packing only saves time: whatever cannot be packed, or fails while
 packed, is left to its job, which trains it (resuming from any checkpoint written here) or reports its error.

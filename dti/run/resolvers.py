@@ -8,11 +8,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from dti.core.runtime import visible_gpus
-
-
-def _dirname(override_dirname: str) -> str:
-    """Run-directory name from Hydra's override dirname; "default" when nothing was overridden."""
-    return override_dirname or "default"
+from dti.run.identity import run_name
 
 
 def _subject_label(subject) -> str:
@@ -29,7 +25,7 @@ def _subject_label(subject) -> str:
 
 
 def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("dti.dirname", _dirname, replace=True)
+    OmegaConf.register_new_resolver("dti.run_name", lambda overrides: run_name(list(overrides)), replace=True)
     OmegaConf.register_new_resolver("dti.subject_label", _subject_label, replace=True)
     # the pool size of hydra/launcher=gpu_pool: the number of GPUs, at least 1 (a CPU-only box runs one job at a time)
     OmegaConf.register_new_resolver("dti.num_gpus", lambda: max(1, len(visible_gpus())), replace=True)

@@ -3,7 +3,7 @@ Hydra's basic launcher (same job numbers, directories and callbacks), with three
 
 - jobs with the same model settings run one after another and share one loaded backbone (a `BackboneCache` this
   launcher creates and hands to each job): a sweep over methods x models loads each model once;
-- with `train.pack=K` > 1, before a model's jobs run, one pass trains the concepts of all of them K at a time in
+- with `pack=K` > 1, before a model's jobs run, one pass trains the concepts of all of them K at a time in
   shared batches (dti.sweep.packing); each job then finds its training complete and goes on to sampling and
   evaluation. That pass runs outside the jobs: their `hydra.job.env_set` and job callbacks do not apply to it,
   and its log lines go to the console, not to the jobs' log files;
@@ -47,7 +47,7 @@ class PlannedJob:
 class PackedSweepLauncher(Launcher):
     def __init__(self, pack: int = 1) -> None:
         if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
-            raise ValueError(f"train.pack={pack!r}: must be an integer >= 1")
+            raise ValueError(f"pack={pack!r}: must be an integer >= 1")
         self.pack = pack
         self.config = self.hydra_context = self.task_function = None
 

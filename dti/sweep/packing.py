@@ -1,4 +1,4 @@
-"""Packing a whole sweep (`-m ... train.pack=K` under the packed launcher): before the jobs run, train the
+"""Packing a whole sweep (`-m ... pack=K` under the packed launcher): before the jobs run, train the
 concepts they will need, K at a time across jobs, so that each job finds its training complete. Anything that
 fails here is left to its job, which trains or reports it as usual: packing only ever saves time."""
 

@@ -1,11 +1,13 @@
-"""Tables from a sweep: `python -m dti.sweep.report multirun/<sweep>` (also run by Hydra at the end of every -m sweep).
+"""Tables from a sweep: `python -m dti.report multirun/<sweep>` (also run by Hydra at the end of every -m sweep).
 
-Reads every `samples/<tag>/metrics.json` below the folder. A row is a method or ablation (the run's `method`
-label, "-rescaled" appended for rescaled samples; without a label: optimizer / magnitude / κ); a column is a
-backbone × {image, text}. A cell is the mean over subjects, with the number of subjects and seeds behind it, the
-paper's value beside it (conf/paper/*.yaml) and the difference. Missing cells are shown as missing, never as 0.
-`text` is `text_sim_official` (sigmoid of SigLIP's logit), the variant the paper's numbers use.
-Writes report.md, report.csv and report.png (image vs text similarity per method) into the folder.
+Reads every `samples/<tag>/metrics.json` below the folder. A row is a method with what else tells its runs apart:
+its key is the method (`method.name`) and, in brackets, the job's other run-name overrides (beyond method, model
+and experiment) and the sampler's rescale, e.g. `dti [+words=qwen_vl]` or `ti [rescale=mean]`; a column is a
+backbone x {image, text}. A cell is the mean over subjects of each subject's mean, with the number of subjects
+and seeds behind it, and the paper's value beside it (conf/paper/*.yaml, matched by key) with the difference.
+Missing cells are shown as missing, never as 0. `text` is `text_sim_official` (sigmoid of SigLIP's logit), the
+variant the paper's numbers use. Writes report.md, report.csv and report.png (image vs text similarity, ours and
+the paper's) into the folder.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import csv
 import io as stdio
 import json
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -21,22 +24,36 @@ from pathlib import Path
 
 import yaml
 from hydra.experimental.callback import Callback
-from PIL import Image, ImageDraw
 
 from dti.core import io
 from dti.run.conftree import conf_dir
+from dti.sweep.plots import score_scatter
 
 PAPER_DIR = conf_dir() / "paper"
+NOT_ROW_PARTS = ("method=", "model=", "experiment=", "+experiment=")  # the row, the column, the sweep itself
 
 
-def row_label(config: dict, job: str) -> str:
-    """The run's `method` label, or else its job's overrides without the backbone (which is the column), so that
-    runs differing in anything that changes training never share a row."""
-    label = config.get("method")
-    if not label:
-        label = ",".join(p for p in job.split(",") if not p.startswith("model=")) or "default"
-    rescale = str(config.get("sampler", {}).get("rescale", "none"))
-    return label if rescale == "none" else f"{label}-rescaled" if rescale == "mean" else f"{label}-rescaled({rescale})"
+def split_name(name: str) -> list[str]:
+    """A run name's overrides (values may hold commas inside brackets: `x=[a,b]`)."""
+    return [p for p in re.split(r",(?=[+~]*[\w./@-]+=)", name) if "=" in p]
+
+
+def row_key(config: dict, job_name: str) -> str:
+    """`<method>` or `<method> [<what else tells the run apart>]` (see the module's docstring)."""
+    method = config.get("method")
+    name = method.get("name") if isinstance(method, dict) else (method or "?")
+    extras = [p for p in split_name(job_name) if not p.startswith(NOT_ROW_PARTS)]
+    rescale = str((config.get("sampler") or {}).get("rescale", "none"))
+    if rescale != "none":
+        extras.append(f"rescale={rescale}")
+    return f"{name} [{','.join(sorted(extras))}]" if extras else str(name)
+
+
+def row_label(config: dict, key: str) -> str:
+    """How the report names a row: the run's `label`, else the method's label with the key's brackets."""
+    method = config.get("method")
+    label = config.get("label") or (method.get("label") if isinstance(method, dict) else method) or key
+    return label + key[key.index(" ["):] if " [" in key and not config.get("label") else label
 
 
 def collect(folder: Path) -> list[dict]:
@@ -46,12 +63,13 @@ def collect(folder: Path) -> list[dict]:
         metrics = json.loads(path.read_text())
         config = metrics.get("config") or {}
         run = path.parent.parent.parent
+        key = row_key(config, run.parent.name)
         records.append({
-            "row": row_label(config, run.parent.name), "backbone": config.get("model", {}).get("name", "?"),
+            "key": key, "label": row_label(config, key), "backbone": (config.get("model") or {}).get("name", "?"),
             "subject": metrics["subject"], "image": metrics.get("image_sim"),
             "text": metrics.get("text_sim_official"), "text_cos": metrics.get("text_sim"),
             "seeds": len(metrics.get("seeds", [])), "prompt_set": path.parent.name.split("-rescale_")[0],
-            "run": str(run.relative_to(folder)),
+            "step": metrics.get("step"), "run": str(run.relative_to(folder)),
         })
     return records
 
@@ -66,21 +84,20 @@ def failures(folder: Path) -> list[tuple[str, str]]:
 
 
 def load_paper(paper_dir: Path = PAPER_DIR) -> dict[tuple[str, str], dict]:
-    """(row, backbone) -> {"image", "text", "cite"} from conf/paper/*.yaml."""
+    """(key, backbone) -> {"image", "text", "label", "implemented", "cite"} from conf/paper/*.yaml. A value given
+    by more than one table (Table 3's DTI row is Table 2's) is cited by all of them."""
     values = {}
     for path in sorted(Path(paper_dir).glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         for entry in data.get("rows", []):
-            values[(entry["row"], entry["backbone"])] = {"image": entry.get("image"), "text": entry.get("text"),
-                                                        "cite": f"{data.get('table', path.stem)}, {entry['row']}"}
+            cell = (entry["key"], entry["backbone"])
+            cite = f"{data.get('table', path.stem)}, {entry.get('label', entry['key'])}"
+            if cell in values:
+                values[cell]["cite"] += f"; {cite}"
+                continue
+            values[cell] = {"image": entry.get("image"), "text": entry.get("text"), "cite": cite,
+                            "label": entry.get("label", entry["key"]), "implemented": entry.get("implemented", True)}
     return values
-
-
-def display_rows(records: list[dict]) -> None:
-    """Rows are (label, prompt set); the prompt set is shown only when the folder holds more than one."""
-    several = len({r["prompt_set"] for r in records}) > 1
-    for r in records:
-        r["display"] = f"{r['row']} [{r['prompt_set']}]" if several else r["row"]
 
 
 def _mean(values):
@@ -89,20 +106,23 @@ def _mean(values):
 
 
 def summarise(records: list[dict]) -> tuple[dict[tuple[str, str], dict], list[str]]:
-    """Cell = mean over subjects of each subject's mean (a subject scored twice counts once, and is warned of)."""
+    """Cell = mean over subjects of each subject's mean (a subject scored twice counts once, and is warned of).
+    Rows are (key, prompt set): the paper's numbers are for the DreamBooth set, so other sets are rows of their
+    own."""
     by_subject, warnings = defaultdict(list), []
     for r in records:
-        by_subject[(r["display"], r["backbone"], r["subject"])].append(r)
+        by_subject[(r["key"], r["prompt_set"], r["backbone"], r["subject"])].append(r)
     cells = defaultdict(list)
-    for (row, backbone, subject), rs in by_subject.items():
+    for (key, prompt_set, backbone, subject), rs in by_subject.items():
         if len(rs) > 1:
             runs = ", ".join(r["run"] for r in rs)
-            warnings.append(f"{row} / {backbone} / {subject}: {len(rs)} runs averaged ({runs})")
-        cells[(row, backbone)].append({"image": _mean(r["image"] for r in rs), "text": _mean(r["text"] for r in rs),
-                                       "seeds": {r["seeds"] for r in rs}})
-    out = {key: {"image": _mean(x["image"] for x in subjects), "text": _mean(x["text"] for x in subjects),
-                 "subjects": len(subjects), "seeds": sorted(set().union(*(x["seeds"] for x in subjects)))}
-           for key, subjects in cells.items()}
+            warnings.append(f"{key} [{prompt_set}] / {backbone} / {subject}: {len(rs)} runs averaged ({runs})")
+        cells[((key, prompt_set), backbone)].append({"image": _mean(r["image"] for r in rs),
+                                                     "text": _mean(r["text"] for r in rs),
+                                                     "seeds": {r["seeds"] for r in rs}})
+    out = {cell: {"image": _mean(x["image"] for x in subjects), "text": _mean(x["text"] for x in subjects),
+                  "subjects": len(subjects), "seeds": sorted(set().union(*(x["seeds"] for x in subjects)))}
+           for cell, subjects in cells.items()}
     return out, warnings
 
 
@@ -114,88 +134,73 @@ def _diff(ours, paper) -> str:
     return "—" if ours is None or paper is None else f"{ours - paper:+.3f}"
 
 
+def table_rows(records: list[dict], cells: dict, paper: dict) -> tuple[list[tuple], list[str]]:
+    """The report's rows ((key, prompt set), label) and columns (backbones): ours, and the paper's rows on our
+    backbones (DreamBooth prompt set) even where we have no run."""
+    backbones = sorted({b for _, b in cells})
+    labels = {(r["key"], r["prompt_set"]): r["label"] for r in records}
+    several = len({ps for _, ps in labels}) > 1
+    rows = set(labels) | {(key, "dreambooth") for key, b in paper if b in backbones}
+    out = []
+    for key, prompt_set in sorted(rows):
+        label = labels.get((key, prompt_set)) or next(v["label"] for (k, _), v in paper.items() if k == key)
+        out.append(((key, prompt_set), f"{label} [{prompt_set}]" if several else label))
+    return out, backbones
+
+
 def write_report(folder: Path, paper_dir: Path = PAPER_DIR) -> dict:
     folder = Path(folder)
     records, paper, failed = collect(folder), load_paper(paper_dir), failures(folder)
-    display_rows(records)
     cells, warnings = summarise(records)
-    # the paper's numbers are for the DreamBooth prompt set
-    paper = {(next((r["display"] for r in records if r["row"] == row and r["prompt_set"] == "dreambooth"), row),
-              backbone): v for (row, backbone), v in paper.items()}
-    rows = sorted({r for r, _ in cells} | {r for r, b in paper if any(b == bb for _, bb in cells)})
-    backbones = sorted({b for _, b in cells})
+    rows, backbones = table_rows(records, cells, paper)
     md = [f"# Report: {folder.name}", "",
           "Mean over subjects; `text` is SigLIP's sigmoid score (text_sim_official), as in the paper. "
           "Each cell: ours (paper, difference) [subjects × seeds]. — = missing.", ""]
-    header = "| method | " + " | ".join(f"{b} image | {b} text" for b in backbones) + " |"
-    md += [header, "|" + " --- |" * (1 + 2 * len(backbones))]
-    table_rows = []
-    for row in rows:
-        cols, csv_row = [], {"method": row}
+    md += ["| method | key | " + " | ".join(f"{b} image | {b} text" for b in backbones) + " |",
+           "|" + " --- |" * (2 + 2 * len(backbones))]
+    csv_rows, cites = [], set()
+    for (key, prompt_set), label in rows:
+        cols, csv_row = [], {"method": label, "key": key, "prompt_set": prompt_set}
         for b in backbones:
-            cell, ref = cells.get((row, b)), paper.get((row, b), {})
+            cell = cells.get(((key, prompt_set), b))
+            ref = paper.get((key, b), {}) if prompt_set == "dreambooth" else {}
+            if ref:
+                cites.add(ref["cite"])
             for metric in ("image", "text"):
-                ours = cell[metric] if cell else None
-                ref_value = ref.get(metric)
+                ours, theirs = (cell or {}).get(metric), ref.get(metric)
                 count = f" [{cell['subjects']}×{'/'.join(map(str, cell['seeds']))}]" if cell else ""
-                cols.append(f"{_fmt(ours)} ({_fmt(ref_value)}, {_diff(ours, ref_value)}){count}")
-                csv_row.update({f"{b}/{metric}": ours, f"{b}/{metric}_paper": ref_value,
-                                f"{b}/{metric}_diff": None if ours is None or ref_value is None else ours - ref_value,
+                mine = "not implemented" if ref and not ref["implemented"] else _fmt(ours)
+                cols.append(f"{mine} ({_fmt(theirs)}, {_diff(ours, theirs)}){count}")
+                csv_row.update({f"{b}/{metric}": ours, f"{b}/{metric}_paper": theirs,
+                                f"{b}/{metric}_diff": None if ours is None or theirs is None else ours - theirs,
                                 f"{b}/subjects": cell["subjects"] if cell else 0})
-        md.append(f"| {row} | " + " | ".join(cols) + " |")
-        table_rows.append(csv_row)
-    cites = sorted({v["cite"] for (r, b), v in paper.items() if r in rows and b in backbones})
+        md.append(f"| {label} | `{key}` | " + " | ".join(cols) + " |")
+        csv_rows.append(csv_row)
     if cites:
-        md += ["", "Paper values: " + "; ".join(cites) + " (see conf/paper/ for sources)."]
+        md += ["", "Paper values: " + "; ".join(sorted(cites)) + " (Kim et al., ICLR 2026; conf/paper/)."]
     md += ["", "## Per subject", "", "| method | backbone | subject | image | text | seeds | run |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
-    md += [f"| {r['display']} | {r['backbone']} | {r['subject']} | {_fmt(r['image'])} | {_fmt(r['text'])} | "
+    md += [f"| {r['label']} | {r['backbone']} | {r['subject']} | {_fmt(r['image'])} | {_fmt(r['text'])} | "
            f"{r['seeds']} | {r['run']} |"
-           for r in sorted(records, key=lambda r: (r["display"], r["backbone"], r["subject"]))]
+           for r in sorted(records, key=lambda r: (r["label"], r["backbone"], r["subject"]))]
     if warnings:
         md += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     if failed:
         md += ["", f"## Failed ({len(failed)})", ""] + [f"- {run}: {err}" for run, err in failed]
     io.write_text(folder / "report.md", "\n".join(md) + "\n")
     buffer = stdio.StringIO()
-    fields = sorted({k for r in table_rows for k in r} - {"method"})
-    writer = csv.DictWriter(buffer, fieldnames=["method", *fields])
+    fields = sorted({k for r in csv_rows for k in r} - {"method", "key", "prompt_set"})
+    writer = csv.DictWriter(buffer, fieldnames=["method", "key", "prompt_set", *fields])
     writer.writeheader()
-    writer.writerows(table_rows)
+    writer.writerows(csv_rows)
     io.write_text(folder / "report.csv", buffer.getvalue())
-    io.save_image(folder / "report.png", scatter(cells))
-    return {"cells": cells, "failed": failed, "records": len(records), "warnings": warnings}
-
-
-def scatter(cells: dict, size: int = 480) -> Image.Image:
-    """Image vs text similarity, one colour per method (mean over subjects, one point per backbone)."""
-    canvas = Image.new("RGB", (size + 220, size), "white")
-    draw = ImageDraw.Draw(canvas)
-    margin = 40
-    points = [(r, v["image"], v["text"]) for (r, _), v in cells.items() if v["image"] is not None
-              and v["text"] is not None]
-    draw.rectangle([margin, margin, size - margin, size - margin], outline="black")
-    draw.text((size // 2 - 40, size - 25), "image sim (DINOv2)", fill="black")
-    draw.text((5, 10), "text sim (SigLIP)", fill="black")
-    if points:
-        xs, ys = [p[1] for p in points], [p[2] for p in points]
-        lo_x, hi_x = min(xs) - 0.02, max(xs) + 0.02
-        lo_y, hi_y = min(ys) - 0.02, max(ys) + 0.02
-        palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-        methods = sorted({p[0] for p in points})
-        for row, x, y in points:
-            px = margin + (x - lo_x) / (hi_x - lo_x) * (size - 2 * margin)
-            py = size - margin - (y - lo_y) / (hi_y - lo_y) * (size - 2 * margin)
-            color = palette[methods.index(row) % len(palette)]
-            draw.ellipse([px - 5, py - 5, px + 5, py + 5], fill=color)
-        for i, row in enumerate(methods):
-            draw.rectangle([size + 5, 40 + 18 * i, size + 15, 50 + 18 * i], fill=palette[i % len(palette)])
-            draw.text((size + 20, 38 + 18 * i), row[:30], fill="black")
-        draw.text((margin, size - margin + 5), f"{lo_x:.2f}", fill="gray")
-        draw.text((size - margin - 30, size - margin + 5), f"{hi_x:.2f}", fill="gray")
-        draw.text((2, size - margin - 10), f"{lo_y:.2f}", fill="gray")
-        draw.text((2, margin), f"{hi_y:.2f}", fill="gray")
-    return canvas
+    points = [(label, b, cells[(row, b)]["image"], cells[(row, b)]["text"]) for row, label in rows for b in backbones
+              if (row, b) in cells and None not in (cells[(row, b)]["image"], cells[(row, b)]["text"])]
+    reference = [(label, b, paper[(row[0], b)]["image"], paper[(row[0], b)]["text"]) for row, label in rows
+                 for b in backbones if row[1] == "dreambooth" and (row[0], b) in paper]
+    score_scatter(points, reference, folder / "report.png")
+    return {"cells": cells, "failed": failed, "records": len(records), "warnings": warnings, "points": len(points),
+            "paper_points": len(reference)}
 
 
 class SweepReport(Callback):
@@ -224,7 +229,3 @@ def main(argv: list[str] | None = None) -> int:
     summary = write_report(Path(args.folder), Path(args.paper))
     print(f"{Path(args.folder) / 'report.md'}: {summary['records']} evaluated runs, {len(summary['failed'])} failed")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,8 +3,8 @@
     python -m dti.bench train   model=sdxl model.random_init=true train.batch_size=4 train.resolution=768
     python -m dti.bench sample  model=sdxl model.random_init=true sampler.batch_size=16
     python -m dti.bench concept model=sdxl model.random_init=true
-    python -m dti.bench train   model=sdxl model.random_init=true train.pack=4         # 4 concepts per step
-    python -m dti.bench concept model=sdxl model.random_init=true train.pack=4         # 4 concepts, packed
+    python -m dti.bench train   model=sdxl model.random_init=true pack=4         # 4 concepts per step
+    python -m dti.bench concept model=sdxl model.random_init=true pack=4         # 4 concepts, packed
     python -m dti.bench concept model=sdxl model.random_init=true bench.concepts=4     # 4 concepts, one by one
 
 Hydra overrides as for launch.py, plus `bench.warmup`, `bench.steps`, `bench.out`, `bench.profile`,
@@ -158,8 +158,8 @@ def peak_memory() -> dict:
 
 
 def bench_train(cfg, bench: dict) -> dict:
-    """Step time of one concept, or with train.pack=K of K concepts of the subject in one packed step."""
-    subject, k = build_subject(cfg), int(cfg.train.pack)
+    """Step time of one concept, or with pack=K of K concepts of the subject in one packed step."""
+    subject, k = build_subject(cfg), int(cfg.pack)
     backbone = build_backbone(cfg)
     work = Path(tempfile.mkdtemp(prefix="dti-bench-"))
     items = [PackItem(cfg, subject, work / f"concept{i}") for i in range(k)]
@@ -205,9 +205,9 @@ def bench_sample(cfg, bench: dict) -> dict:
 
 
 def bench_concept(cfg, bench: dict) -> dict:
-    """Wall time from process start until `bench.concepts` concepts (default train.pack) of the subject are
-    trained, each with its own seed: sequentially with train.pack=1, else train.pack per batch (dti.packed)."""
-    k, pack = int(bench.get("concepts") or cfg.train.pack), int(cfg.train.pack)
+    """Wall time from process start until `bench.concepts` concepts (default pack) of the subject are
+    trained, each with its own seed: sequentially with pack=1, else pack per batch (dti.run.packing)."""
+    k, pack = int(bench.get("concepts") or cfg.pack), int(cfg.pack)
     root = Path(tempfile.mkdtemp(prefix="dti-bench-"))
     jobs = []
     for i in range(k):

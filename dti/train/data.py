@@ -1,7 +1,15 @@
-"""The `data=` group: where a subject's images, class word and initializer word come from."""
+"""The `data=` group: where a subject's images, class word and initializer word come from.
+
+The initializer word (its embedding starts the concept and gives its prior direction μ) is `data.initializer` when
+given, else the subject table's column named by `data.words`: `class_word` (the dataset's class word),
+`initialization` (the official DTI code's initialization words, e.g. "red backpack"), `qwen_vl` (the Qwen-VL 2.5
+words of the paper's Table 6), or a JSON file {subject: word} of your own.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +17,8 @@ from PIL import Image
 
 from dti.backbones.images import load_images
 from dti.core.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,59 +30,63 @@ class Subject:
     live: bool = False  # DreamBooth's "live subject" (cats, dogs) use the live prompt set in evaluation
 
 
-def _initializer(initializer: str | None, class_word: str) -> str:
-    word = class_word if initializer is None else str(initializer)
+def initializer_word(subject: str, entry: dict, words: str, initializer: str | None) -> str:
+    """The initializer of `subject` (its table row `entry`): `initializer`, else the `words` column or file."""
+    if initializer is not None:
+        word = str(initializer)
+    elif str(words).endswith(".json") or "/" in str(words):
+        table = _read_words_file(words)
+        if subject not in table:
+            raise InputError("data.words", str(words), f"has no word for subject {subject!r}")
+        word = table[subject]
+    elif words in entry:
+        word = str(entry[words])
+    else:
+        columns = sorted(k for k, v in entry.items() if isinstance(v, str))
+        raise InputError("data.words", words, f"is not a column of the subject table ({', '.join(columns)}) "
+                                              "nor a JSON file {subject: word}")
     if not word.strip():
         raise InputError("data.initializer", word, "is empty")
     return word
 
 
-INITIALIZER_SOURCES = ("class_word", "initialization")
-
-
-def dreambooth_subject(root: str, subject: str, subjects: dict, initializer: str | None = None,
-                       initializer_source: str = "class_word", initializer_map: str | None = None) -> Subject:
-    """`data=dreambooth`: `root/<folder>/*.jpg`, words from the subject table in conf/data/dreambooth.yaml."""
-    if subject not in subjects:
-        raise InputError("data.subject", subject, f"unknown subject (known: {', '.join(sorted(subjects))})")
-    if initializer_source not in INITIALIZER_SOURCES:
-        raise InputError("data.initializer_source", initializer_source, f"choose {' or '.join(INITIALIZER_SOURCES)}")
-    entry = dict(subjects[subject])
-    folder = Path(root) / entry.get("folder", subject)
-    if not Path(root).is_dir():
-        raise InputError("data.root", str(root), "folder does not exist (download with: python -m dti.tools.download)")
-    word = initializer if initializer is not None else entry.get(initializer_source, entry["class_word"])
-    if initializer_map:
-        words = _read_initializer_map(initializer_map)
-        if subject not in words:
-            raise InputError("data.initializer_map", str(initializer_map), f"has no word for subject {subject!r}")
-        word = words[subject]
-    return Subject(
-        name=subject, class_word=entry["class_word"], initializer=_initializer(word, entry["class_word"]),
-        images=load_images(folder, "data.subject folder"), live=bool(entry.get("live", False)),
-    )
-
-
-def _read_initializer_map(path: str) -> dict[str, str]:
-    import json
-
+def _read_words_file(path: str) -> dict[str, str]:
     try:
         words = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise InputError("data.initializer_map", str(path), f"cannot be read as JSON ({err})") from None
+        raise InputError("data.words", str(path), f"cannot be read as JSON ({err})") from None
     if not isinstance(words, dict) or not all(isinstance(v, str) for v in words.values()):
-        raise InputError("data.initializer_map", str(path), "must be a JSON object {subject: word}")
+        raise InputError("data.words", str(path), "must be a JSON object {subject: word}")
     return words
 
 
+def dreambooth_subject(root: str, subject: str, subjects: dict, initializer: str | None = None,
+                       words: str = "class_word") -> Subject:
+    """`data=dreambooth`: `root/<folder>/*.jpg`, words from the subject table in conf/data/dreambooth.yaml."""
+    if subject not in subjects:
+        raise InputError("data.subject", subject, f"unknown subject (known: {', '.join(sorted(subjects))})")
+    entry = dict(subjects[subject])
+    if not Path(root).is_dir():
+        raise InputError("data.root", str(root), "folder does not exist (download with: python -m dti.download)")
+    word = initializer_word(subject, entry, words, initializer)
+    return Subject(name=subject, class_word=entry["class_word"], initializer=word,
+                   images=load_images(Path(root) / entry.get("folder", subject), "data.subject folder"),
+                   live=bool(entry.get("live", False)))
+
+
 def folder_subject(path: str, class_word: str, subject: str | None = None, initializer: str | None = None,
-                   live: bool = False, initializer_source: str = "class_word") -> Subject:
-    """`data=folder`: any folder of images plus its class word (`initializer_source` is accepted for symmetry
-    with data=dreambooth; without a table the initializer is `initializer` or the class word)."""
+                   live: bool = False, words: str = "class_word") -> Subject:
+    """`data=folder`: any folder of images plus its class word. Without a table, `words` other than class_word (a
+    recipe's initialization words) fall back to the class word, said once in the log."""
     if not path:
         raise InputError("data.path", path, "is required for data=folder (a folder of images)")
     if not class_word or not str(class_word).strip():
         raise InputError("data.class_word", class_word, "is required for data=folder")
     name = subject or Path(path).name
-    images = load_images(Path(path), "data.path")
-    return Subject(name, str(class_word), _initializer(initializer, str(class_word)), images, live)
+    entry = {"class_word": str(class_word)}
+    if words not in entry and initializer is None and not str(words).endswith(".json"):
+        log.info("data.words=%s: data=folder has no such words; the initializer is the class word %r", words,
+                 class_word)
+        words = "class_word"
+    return Subject(name, str(class_word), initializer_word(name, entry, words, initializer),
+                   load_images(Path(path), "data.path"), live)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,62 +23,10 @@ from dti.core.errors import InputError
 from dti.method.concept import Concept
 from dti.method.formats import save_embeddings
 from dti.train import checkpoint
+from dti.train.settings import TrainSettings
 from dti.train.templates import TEMPLATES
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ValidationSettings:
-    every: int = 100  # 0: only at the end
-    prompts: list[str] = field(default_factory=lambda: ["a photo of a {}"])
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    resolution: int | list[int] = 1024  # one number, or [height, width]
-    num_inference_steps: int = 25
-    guidance_scale: float = 5.0
-    enabled: bool = True
-
-    def __post_init__(self):
-        if not isinstance(self.every, int) or self.every < 0:
-            raise InputError("train.validation.every", self.every, "must be an integer >= 0 (0: only at the end)")
-        if not isinstance(self.num_inference_steps, int) or self.num_inference_steps < 1:
-            raise InputError("train.validation.num_inference_steps", self.num_inference_steps, "must be >= 1")
-        if not self.seeds:
-            raise InputError("train.validation.seeds", list(self.seeds), "must not be empty")
-        for prompt in self.prompts or [None]:
-            if prompt is None or prompt.count("{}") != 1:
-                raise InputError("train.validation.prompts", prompt, 'each needs exactly one "{}" for the concept')
-        size = [self.resolution] * 2 if isinstance(self.resolution, int) else list(self.resolution)
-        if len(size) != 2 or not all(isinstance(x, int) and x > 0 for x in size):
-            raise InputError("train.validation.resolution", self.resolution, "must be a size or [height, width]")
-
-    def size(self) -> tuple[int, int]:
-        return (self.resolution, self.resolution) if isinstance(self.resolution, int) else tuple(self.resolution)
-
-
-@dataclass
-class TrainSettings:
-    steps: int = 400
-    batch_size: int = 4
-    grad_accum: int = 1
-    resolution: int = 768
-    templates: str = "object"
-    random_flip: bool = False
-    sample_latents: bool = True  # draw from the VAE posterior each step (as re-encoding would); False: its mean
-    log_every: int = 10
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    resume: str = "auto"  # auto: latest checkpoint in the run directory; never; or a checkpoint path
-    seed: int = 42
-    pack: int = 1  # train this many concepts together in one batch (dti.run.packing); 1: one after another
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "grad_accum", "resolution", "log_every", "checkpoint_every", "pack"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"train.{name}", value, "must be a positive integer")
-        if self.templates not in TEMPLATES:
-            raise InputError("train.templates", self.templates, f"choose from {', '.join(TEMPLATES)}")
 
 
 # what train.resume=never clears (samples/ too: they were made from the embeddings being replaced)
@@ -88,16 +35,16 @@ TRAINING_OUTPUTS = ("checkpoints", "embeddings", "validation", "train_log.jsonl"
 
 class Trainer:
     def __init__(self, backbone: Backbone, concept: Concept, optimizer: torch.optim.Optimizer, images: list,
-                 subject: str, settings: TrainSettings, validation: ValidationSettings, run_dir: Path, logger,
+                 subject: str, settings: TrainSettings, run_dir: Path, logger, seed: int = 42,
                  fingerprint: dict | None = None):
         self.backbone, self.concept, self.optimizer = backbone, concept, optimizer
-        self.images, self.subject, self.settings, self.validation = images, subject, settings, validation
+        self.images, self.subject, self.settings, self.validation = images, subject, settings, settings.validation
         self.run_dir, self.logger = Path(run_dir), logger
         # what the run's outputs depend on beyond its directory name (checkpoint, images, initializer): a resume
         # or a "complete" run made from anything else is refused instead of silently reused
         self.fingerprint = fingerprint or {}
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.generator = torch.Generator(backbone.device).manual_seed(settings.seed)
+        self.generator = torch.Generator(backbone.device).manual_seed(seed)
         self.step = 0
         self.started = time.perf_counter()
         self.last_loss: torch.Tensor | None = None
@@ -125,7 +72,13 @@ class Trainer:
 
     def _check_fingerprint(self, found: dict | None, source: Path) -> None:
         if found is not None and found != self.fingerprint:
-            changed = sorted(k for k in {**found, **self.fingerprint} if found.get(k) != self.fingerprint.get(k))
+            changed = []
+            for key in sorted({**found, **self.fingerprint}):
+                old, new = found.get(key), self.fingerprint.get(key)
+                if isinstance(old, dict) and isinstance(new, dict):  # name the settings that differ
+                    changed += [k for k in sorted({**old, **new}) if old.get(k) != new.get(k)]
+                elif old != new:
+                    changed.append(key)
             raise InputError("train.resume", str(source), f"was made from other inputs ({', '.join(changed)}); "
                              "use train.resume=never to start over, or another run directory")
 

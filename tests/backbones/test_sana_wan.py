@@ -17,9 +17,9 @@ KEY = {"tiny_sana": "gemma2", "tiny_wan": "umt5xxl"}
 
 def test_offline_tokenizers_have_the_expected_structure():
     gemma, t5 = gemma_style_tokenizer(), t5_style_tokenizer()
-    assert len(gemma) == 689 and (gemma.pad_token_id, gemma.eos_token_id, gemma.bos_token_id) == (0, 1, 2)
+    assert len(gemma) == 693 and (gemma.pad_token_id, gemma.eos_token_id, gemma.bos_token_id) == (0, 1, 2)
     assert gemma("a photo of a dog").input_ids[0] == 2  # Gemma adds <bos>
-    assert len(t5) == 208 and (t5.pad_token_id, t5.eos_token_id) == (0, 1)
+    assert len(t5) == 209 and (t5.pad_token_id, t5.eos_token_id) == (0, 1)
     assert t5("a dog").input_ids[-1] == 1  # T5 appends </s>
     assert len(gemma("toy", add_special_tokens=False).input_ids) == 1
 

@@ -3,7 +3,7 @@ import torch
 
 from dti.core.errors import InputError
 from dti.method.concept import ConceptEmbedding, add_concept
-from dti.method.magnitude import Fixed, Free, InitializerNorm, VocabNorm
+from dti.method.magnitude import FixedValue, Free, InitializerNorm, VocabNorm
 from dti.offline.clip_tokenizer import CLIP_VOCAB_SIZE, build_clip_tokenizer
 from dti.offline.tiny import load_tiny_sdxl, tiny_sdxl_path
 
@@ -79,16 +79,16 @@ def test_magnitudes(backbone):
     keep = torch.ones(len(norms), dtype=torch.bool)
     keep[special] = False
     assert torch.allclose(VocabNorm("mean", exclude_special=True)(vocab, init, special), norms[keep].mean().expand(2))
-    assert torch.equal(Fixed(5.0)(vocab, init, special), torch.tensor([5.0, 5.0]))
+    assert torch.equal(FixedValue(5.0)(vocab, init, special), torch.tensor([5.0, 5.0]))
     assert torch.allclose(InitializerNorm()(vocab, init, special), norms[[320, 1929]])
     assert Free()(vocab, init, special) is None
     for bad in (0, -1.0, "x", float("inf")):
         with pytest.raises(InputError, match="magnitude.value"):
-            Fixed(bad)
+            FixedValue(bad)
 
 
 def test_fixed_magnitude_rows_have_that_norm_and_free_rows_are_the_initializer(backbone):
-    concept = add_concept(backbone.encoders, "<toy>", "toy", Fixed(5.0))
+    concept = add_concept(backbone.encoders, "<toy>", "toy", FixedValue(5.0))
     assert torch.allclose(concept.embeddings()["clip_l"].norm(dim=-1), torch.tensor([5.0]))
     ti = add_concept(load_tiny_sdxl().encoders, "<toy>", "toy", Free())
     vocab = load_tiny_sdxl().encoders[0].input_embeddings().weight
@@ -132,14 +132,14 @@ def test_nested_concepts_keep_gemmas_embedding_scale():
     import torch
 
     from dti.method.concept import add_concept
-    from dti.method.magnitude import Fixed
+    from dti.method.magnitude import FixedValue
     from dti.offline.tiny import load_tiny
 
     backbone = load_tiny("dti.backbones.sana.SanaBackbone", "tiny_sana")
     scale = backbone.encoders[0].input_embeddings().embed_scale
     assert scale is not None and float(scale) > 1  # Gemma-2 scales its lookup by sqrt(hidden) in transformers 5
-    first = add_concept(backbone.encoders, "<a>", "toy", Fixed(2.0))
-    second = add_concept(backbone.encoders, "<b>", "ball", Fixed(2.0))
+    first = add_concept(backbone.encoders, "<a>", "toy", FixedValue(2.0))
+    second = add_concept(backbone.encoders, "<b>", "ball", FixedValue(2.0))
     lookup = backbone.encoders[0].input_embeddings()
     ids = torch.tensor([[first_id(backbone, "<a>"), first_id(backbone, "<b>")]])
     rows = lookup(ids)[0]

@@ -51,7 +51,7 @@ def test_a_random_checkpoint_loads_through_the_adapter_and_trains(tmp_path, mode
 
     build_random(model, tmp_path / "ckpt", SHRUNK[model])
     common = [f"model={model}", f"model.pretrained={tmp_path / 'ckpt'}", "model.max_sequence_length=32",
-              "data=synthetic", "data.initializer_source=class_word", "stage=[train]", "train.steps=2",
+              "data=synthetic", "stage=[train]", "train.steps=2",
               "train.batch_size=1", "train.grad_accum=1", "train.resolution=64", "train.validation.enabled=false"]
     cfg = compose_cfg(common)
     backbone = build_backbone(cfg)

@@ -104,14 +104,14 @@ def test_launch_sweeps_every_optimizer_and_magnitude(tmp_path):
             "train.validation.num_inference_steps=1"]
     sweep = launch("-m", *tiny, "optimizer=rsgd,adamw_proj", "magnitude=mean,min,max,float,init", cwd=tmp_path)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
-    ti = launch(*tiny, "+method=ti", cwd=tmp_path)
+    ti = launch(*tiny, "method=ti", cwd=tmp_path)
     assert ti.returncode == 0, ti.stderr[-3000:]
     runs = sorted(p.parent for p in tmp_path.rglob("done.json"))
     assert len(runs) == 11
     names = {str(r.relative_to(tmp_path)) for r in runs}
     settings = "train.batch_size=1,train.steps=2"  # logging/validation settings do not name directories
     assert f"multirun/default/magnitude=float,model=tiny_sdxl,optimizer=adamw_proj,{settings}/toy" in names
-    assert f"outputs/+method=ti,model=tiny_sdxl,{settings}/toy" in names
+    assert f"outputs/method=ti,model=tiny_sdxl,{settings}/toy" in names
     for run in runs:
         for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors", "toy.safetensors"):
             assert (run / "embeddings" / name).is_file()

@@ -35,11 +35,10 @@ def test_gpu_claims_are_exclusive_and_released_on_exit(tmp_path):
 
 
 def test_no_gpu_means_no_claim(tmp_path, monkeypatch):
-    from dti.sweep import gpu_pool
-
     from omegaconf import OmegaConf
 
     from dti.core.runtime import visible_gpus
+    from dti.sweep import gpu_pool
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert visible_gpus() == [] and OmegaConf.create({"n": "${dti.num_gpus:}"}).n == 1  # the pool size

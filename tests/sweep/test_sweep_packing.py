@@ -109,7 +109,7 @@ def test_launcher_packs_a_sweep_per_model_then_samples_and_scores_each_job(tmp_p
     # the run directories are named by job number, which the packing pass must know before the jobs run
     args = ["-m", "kappa=0,1e-4", "model=tiny_sdxl,tiny_sana", "data=synthetic", f"data.cache_dir={tmp_path / 'im'}",
             "data.subject=toy", "train.steps=2", "train.batch_size=1", "train.validation.enabled=false",
-            "prompts=file", f"prompts.path={prompts}", "evaluator=tiny", "sampler.seeds=[0]", "train.pack=2",
+            "prompts=file", f"prompts.path={prompts}", "evaluator=tiny", "sampler.seeds=[0]", "pack=2",
             "sweep_name=t3", "hydra.sweep.subdir=job${hydra.job.num}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=tmp_path, env=env,
@@ -159,7 +159,7 @@ def test_packed_concepts_log_to_their_own_wandb_runs(tmp_path, monkeypatch):
     from dti.run import job
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    job.run(compose_cfg([*COMMON, "data.subject=all", "train.pack=2", "logger=wandb"]), tmp_path / "all")
+    job.run(compose_cfg([*COMMON, "data.subject=all", "pack=2", "logger=wandb"]), tmp_path / "all")
     from helpers import read_wandb_records
 
     ids = {}

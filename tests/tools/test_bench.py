@@ -13,9 +13,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("mode,extra,keys,values", [
     ("train", [], {"median_s", "p10_s", "p90_s", "flops_per_step", "images_per_s", "peak_rss_gib"}, {"concepts": 1}),
-    ("train", ["train.pack=2"], {"seconds_per_concept_step", "flops_per_step"}, {"concepts": 2}),
+    ("train", ["pack=2"], {"seconds_per_concept_step", "flops_per_step"}, {"concepts": 2}),
     ("sample", [], {"median_s", "flops_per_batch", "seconds_per_image", "images_per_s"}, {}),
-    ("concept", ["train.pack=2"], {"wall_s_process_start_to_embeddings", "embeddings", "concepts_per_hour"},
+    ("concept", ["pack=2"], {"wall_s_process_start_to_embeddings", "embeddings", "concepts_per_hour"},
      {"concepts": 2, "pack": 2}),
     ("concept", ["bench.concepts=2"], {"concepts_per_hour"}, {"concepts": 2, "pack": 1}),
 ])

@@ -16,7 +16,7 @@ def test_packed_training_matches_separate_runs(tmp_path):
     common = [*FAST, "train.steps=3", "train.checkpoint_every=2", "optimizer.beta=0.9"]
     for name in ("toy", "ball"):
         job.run(compose_cfg([*common, f"data.subject={name}"]), tmp_path / "separate" / name)
-    packed = job.run(compose_cfg([*common, "data.subject=all", "train.pack=2"]), tmp_path / "packed" / "all")
+    packed = job.run(compose_cfg([*common, "data.subject=all", "pack=2"]), tmp_path / "packed" / "all")
     assert set(packed) == {"toy", "ball"}
     for name in ("toy", "ball"):
         for file in ("learned_embeds.safetensors", "learned_embeds_2.safetensors"):
@@ -38,7 +38,7 @@ def test_packed_training_trains_each_concept_exactly_its_steps(tmp_path, monkeyp
     original = Trainer.after_step
     monkeypatch.setattr(Trainer, "after_step",
                         lambda self, *a, **k: steps.append(self.subject) or original(self, *a, **k))
-    common = [*FAST, "data.subject=all", "train.pack=2", "train.steps=3", "train.checkpoint_every=3"]
+    common = [*FAST, "data.subject=all", "pack=2", "train.steps=3", "train.checkpoint_every=3"]
     job.run(compose_cfg([*common, "train.resume=never"]), tmp_path / "all")
     assert sorted(steps) == ["ball"] * 3 + ["toy"] * 3  # packed once; not cleared and retrained one by one
     steps.clear()
@@ -59,7 +59,7 @@ def test_packed_sana_matches_separate_runs(tmp_path):
     common = [*FAST, "model=tiny_sana", "train.steps=2"]
     for name in ("toy", "ball"):
         job.run(compose_cfg([*common, f"data.subject={name}"]), tmp_path / "separate" / name)
-    job.run(compose_cfg([*common, "data.subject=all", "train.pack=2"]), tmp_path / "packed" / "all")
+    job.run(compose_cfg([*common, "data.subject=all", "pack=2"]), tmp_path / "packed" / "all")
     for name in ("toy", "ball"):
         a = load_file(tmp_path / "separate" / name / "embeddings" / "learned_embeds.safetensors")[f"<{name}>"]
         b = load_file(tmp_path / "packed" / name / "embeddings" / "learned_embeds.safetensors")[f"<{name}>"]
@@ -84,7 +84,7 @@ def test_packed_concepts_validate_together_with_the_images_of_their_own_runs(tmp
     real = SDXLBackbone.generate
     monkeypatch.setattr(SDXLBackbone, "generate", lambda self, prompts, *a, **k: calls.append(len(prompts)) or
                         real(self, prompts, *a, **k))
-    job.run(compose_cfg([*common, "data.subject=all", "train.pack=2"]), tmp_path / "packed" / "all")
+    job.run(compose_cfg([*common, "data.subject=all", "pack=2"]), tmp_path / "packed" / "all")
     assert calls == [4, 4]  # steps 2 and 3 (final): both concepts' 2 images in one call each time
     for name in ("toy", "ball"):
         for step in (2, 3):

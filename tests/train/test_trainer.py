@@ -121,12 +121,21 @@ def test_validation_uses_loaded_components_without_reloading(train_run, monkeypa
 
 
 def test_resume_keeps_this_runs_hyper_parameters_and_live_priors(train_run, tmp_path):
-    train_run("train.steps=2", run_dir=tmp_path / "r")
+    import torch
+
+    from dti.train.checkpoint import list_checkpoints
+
+    train_run("train.steps=2", "kappa=5e-4", run_dir=tmp_path / "r")
     (tmp_path / "r" / "done.json").unlink()
-    _, trainer, _ = train_run("train.steps=4", "optimizer.lr=0.02", "kappa=5e-4", run_dir=tmp_path / "r")
+    path = list_checkpoints(tmp_path / "r" / "checkpoints")[-1][1]
+    state = torch.load(path, weights_only=True)
+    for group in state["optimizer"]["param_groups"]:  # a checkpoint whose saved values differ from the config's
+        group.update(lr=99.0, kappa=99.0)
+    torch.save(state, path)
+    _, trainer, _ = train_run("train.steps=4", "kappa=5e-4", run_dir=tmp_path / "r")
     for group, table in zip(trainer.optimizer.param_groups, trainer.concept.tables.values()):
         assert group["prior"] is table.prior  # not the checkpoint's CPU copy (a device mismatch on CUDA)
-        assert (group["lr"], group["kappa"]) == (0.02, 5e-4)
+        assert (group["lr"], group["kappa"]) == (0.04, 5e-4)
 
 
 def test_a_run_made_from_other_inputs_is_not_reused(train_run, tmp_path):
@@ -135,6 +144,8 @@ def test_a_run_made_from_other_inputs_is_not_reused(train_run, tmp_path):
     train_run(run_dir=tmp_path / "r")
     with pytest.raises(InputError, match="train.resume.*other inputs.*images"):
         train_run("data.num_images=3", run_dir=tmp_path / "r")  # same directory, different photos
+    with pytest.raises(InputError, match="train.resume.*other inputs.*optimizer.lr"):
+        train_run("optimizer.lr=0.02", run_dir=tmp_path / "r")  # same directory, another learning rate
     with pytest.raises(InputError, match="train.resume.*other inputs.*initializer"):
         train_run("data.initializer=ball", run_dir=tmp_path / "r")
 
