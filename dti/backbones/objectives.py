@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from dti.core.errors import InputError
+
 
 def mse(prediction: torch.Tensor, target: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
     """Mean squared error over everything, or per sample (packed concepts each need their own)."""
@@ -56,8 +58,6 @@ class FlowMatching:
     @classmethod
     def from_scheduler_config(cls, config: dict, shift: float, device: torch.device) -> FlowMatching:
         from diffusers import FlowMatchEulerDiscreteScheduler
-
-        from dti.core.errors import InputError
 
         if not (isinstance(shift, (int, float)) and shift > 0):
             raise InputError("model.train_shift", shift, "must be a number > 0 (1 keeps sigma uniform)")

@@ -44,5 +44,7 @@ class LaunchConfig:
     logger: Any = None
 
 
-def register_schema() -> None:
-    ConfigStore.instance().store(name="dti_schema", node=LaunchConfig)
+def register_schema(schema: type = LaunchConfig) -> None:
+    """Make `schema` the base of conf/launch.yaml. Commands with settings of their own (python -m dti.bench)
+    register a subclass that adds their node."""
+    ConfigStore.instance().store(name="dti_schema", node=schema)

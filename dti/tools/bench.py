@@ -7,8 +7,8 @@
     python -m dti.bench concept model=sdxl model.random_init=true pack=4         # 4 concepts, packed
     python -m dti.bench concept model=sdxl model.random_init=true bench.concepts=4     # 4 concepts, one by one
 
-Hydra overrides as for launch.py, plus `bench.warmup`, `bench.steps`, `bench.out`, `bench.profile`,
-`bench.concepts`. `model.random_init=true` builds
+Hydra overrides as for launch.py, plus the `bench:` node (conf/bench.yaml: `bench.warmup`, `bench.steps`,
+`bench.out`, `bench.profile`, `bench.concepts`). `model.random_init=true` builds
 the real architecture with random weights from the configs in dti/archs/ (published facts), saved once into the
 cache and loaded through the ordinary adapter, so no hub access is needed. Without CUDA the tiny backbone of the
 same family runs instead: the command is exercised in CI, the figures mean nothing. Prints and writes JSON:
@@ -26,21 +26,23 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROCESS_START = time.perf_counter()
 PROCESS_START_WALL = time.time()
 
 import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from dti.core import io  # noqa: E402
-from dti.offline.random_weights import random_pretrained  # noqa: E402
 from dti.run.build import BackboneCache, build_backbone, build_concept, build_subject  # noqa: E402
 from dti.run.cli import quiet_libraries  # noqa: E402
 from dti.run.conftree import compose  # noqa: E402
 from dti.run.job import JobContext  # noqa: E402
 from dti.run.job import run as run_stages  # noqa: E402
 from dti.run.packing import PackItem, packed_trainers  # noqa: E402
+from dti.run.schema import LaunchConfig, register_schema  # noqa: E402
 from dti.sweep.packing import pack_sweep  # noqa: E402
 from dti.train.packed import PackedTrainer  # noqa: E402
 
@@ -49,25 +51,30 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e1
 TINY = {"sdxl": "tiny_sdxl", "sana_1.6b": "tiny_sana", "sana_4.8b": "tiny_sana", "wan_1.3b": "tiny_wan"}
 
 
-def prepare_overrides(overrides: list[str]) -> tuple[list[str], dict, bool]:
-    """Split off bench.* settings; on CPU swap in the tiny backbone; with random_init point at random weights."""
-    bench = {"warmup": 3, "steps": 10, "out": None, "profile": "false", "concepts": None}
-    rest, random_init = [], False
-    for o in overrides:
-        key, _, value = o.partition("=")
-        if key.startswith("bench."):
-            bench[key[6:]] = value
-        elif key == "model.random_init":
-            random_init = value.lower() == "true"
-        else:
-            rest.append(o)
-    model = next((o.split("=", 1)[1] for o in rest if o.startswith("model=")), "sdxl")
+@dataclass
+class BenchSettings:
+    warmup: int = 3
+    steps: int = 10
+    out: str | None = None
+    profile: bool = False
+    concepts: int | None = None
+
+
+@dataclass
+class BenchConfig(LaunchConfig):
+    """The benchmark command's schema: launch.yaml's, plus `bench:`."""
+
+    bench: BenchSettings = field(default_factory=BenchSettings)
+
+
+def prepare_overrides(overrides: list[str]) -> list[str]:
+    """On CPU swap in the tiny backbone of the family (random weights of the real size need CUDA to be timed);
+    benchmarks train on the synthetic subject without logging."""
+    model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "sdxl")
     if not torch.cuda.is_available() and model in TINY:
-        rest = [o for o in rest if not o.startswith("model=")] + [f"model={TINY[model]}"]
-        random_init = False
-    if random_init:
-        rest.append(f"model.pretrained={random_pretrained(model)}")
-    return [*rest, "data=synthetic", "stage=[train]", "logger=none"], bench, random_init
+        overrides = [o for o in overrides if not o.startswith(("model=", "model.random_init="))]
+        overrides.append(f"model={TINY[model]}")
+    return [*overrides, "data=synthetic", "stage=[train]", "logger=none"]
 
 
 def timer():
@@ -157,7 +164,7 @@ def peak_memory() -> dict:
     return {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def bench_train(cfg, bench: dict) -> dict:
+def bench_train(cfg, bench: BenchSettings) -> dict:
     """Step time of one concept, or with pack=K of K concepts of the subject in one packed step."""
     subject, k = build_subject(cfg), int(cfg.pack)
     backbone = build_backbone(cfg)
@@ -176,18 +183,18 @@ def bench_train(cfg, bench: dict) -> dict:
             def step():
                 packed.step(trainers, prepared)
         flops = count_flops(step)
-        timing = measure(step, int(bench["warmup"]), int(bench["steps"]))
+        timing = measure(step, bench.warmup, bench.steps)
         batch = cfg.train.batch_size * cfg.train.grad_accum
         result = {**timing, "flops_per_step": flops, "images_per_s": k * batch / timing["median_s"],
                   "batch": batch, "concepts": k, "seconds_per_concept_step": timing["median_s"] / k,
                   "resolution": cfg.train.resolution}
-        if str(bench["profile"]).lower() == "true":
+        if bench.profile:
             trace = Path(f"benchmarks/profiles/train_{cfg.model.name}.trace.json")
             result.update(profile_trace=str(trace), top_ops=profile(step, trace))
     return result
 
 
-def bench_sample(cfg, bench: dict) -> dict:
+def bench_sample(cfg, bench: BenchSettings) -> dict:
     subject = build_subject(cfg)
     backbone, concept = build_concept(cfg, subject)
     s = cfg.sampler
@@ -198,16 +205,16 @@ def bench_sample(cfg, bench: dict) -> dict:
         backbone.generate(prompts, seeds, s.height, s.width, s.num_inference_steps, s.guidance_scale)
 
     flops = count_flops(generate)
-    timing = measure(generate, int(bench["warmup"]), int(bench["steps"]))
+    timing = measure(generate, bench.warmup, bench.steps)
     return {**timing, "flops_per_batch": flops, "images_per_s": s.batch_size / timing["median_s"],
             "seconds_per_image": timing["median_s"] / s.batch_size, "batch": s.batch_size,
             "size": [s.height, s.width], "num_inference_steps": s.num_inference_steps}
 
 
-def bench_concept(cfg, bench: dict) -> dict:
+def bench_concept(cfg, bench: BenchSettings) -> dict:
     """Wall time from process start until `bench.concepts` concepts (default pack) of the subject are
     trained, each with its own seed: sequentially with pack=1, else pack per batch (dti.run.packing)."""
-    k, pack = int(bench.get("concepts") or cfg.pack), int(cfg.pack)
+    k, pack = bench.concepts or cfg.pack, cfg.pack
     root = Path(tempfile.mkdtemp(prefix="dti-bench-"))
     jobs = []
     for i in range(k):
@@ -238,18 +245,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m dti.bench {{{','.join(MODES)}}} [overrides...]", file=sys.stderr)
         return 2
     quiet_libraries()
-    overrides, bench, random_init = prepare_overrides(argv[1:])
-    cfg = compose(overrides)
+    register_schema(BenchConfig)
+    try:
+        cfg = compose(prepare_overrides(argv[1:]), config_name="bench")
+    finally:
+        register_schema()  # launch.yaml's own schema again, for whatever composes next in this process
+    bench = BenchSettings(**OmegaConf.to_container(cfg.bench))
     result = MODES[argv[0]](cfg, bench)
     info = device_info()
     flops = result.get("flops_per_step") or result.get("flops_per_batch")
     if flops and info["peak_bf16_flops"] and "median_s" in result:
         result["fraction_of_peak"] = flops / result["median_s"] / info["peak_bf16_flops"]
-    record = {"mode": argv[0], "model": cfg.model.name, "random_init": random_init, "overrides": argv[1:],
+    record = {"mode": argv[0], "model": cfg.model.name, "random_init": bool(cfg.model.get("random_init")),
+              "overrides": argv[1:],
               **info, **result, **peak_memory(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     text = json.dumps(record, indent=2, default=str)
     print(text)
-    out = Path(bench["out"] or f"benchmarks/results/{argv[0]}_{cfg.model.name}.json")
+    out = Path(bench.out or f"benchmarks/results/{argv[0]}_{cfg.model.name}.json")
     io.write_text(out, text + "\n")
     return 0
 

@@ -1,12 +1,10 @@
-"""`python -m dti.tools.bench` as a smoke test on CPU (tiny backbones; no timing is asserted)."""
+"""`python -m dti.bench` as a smoke test on CPU (tiny backbones; no timing is asserted)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from helpers import ROOT
+
+from dti.tools.bench import main
 
 pytestmark = pytest.mark.slow
 
@@ -19,16 +17,23 @@ pytestmark = pytest.mark.slow
      {"concepts": 2, "pack": 2}),
     ("concept", ["bench.concepts=2"], {"concepts_per_hour"}, {"concepts": 2, "pack": 1}),
 ])
-def test_bench_command_writes_its_json(tmp_path, mode, extra, keys, values):
+def test_bench_command_writes_its_json(tmp_path, monkeypatch, capsys, mode, extra, keys, values):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / f"{mode}.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "dti.tools.bench", mode, "model=sdxl", "bench.steps=2",
-                             "bench.warmup=1", f"bench.out={out}", "sampler.batch_size=2", "train.steps=4",
-                             "train.validation.every=0", *extra], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert main([mode, "model=sdxl", "bench.steps=2", "bench.warmup=1", f"bench.out={out}", "sampler.batch_size=2",
+                 "train.steps=4", "train.validation.every=0", *extra]) == 0
     record = json.loads(out.read_text())
     assert record["model"] == "tiny_sdxl"  # no CUDA: the tiny backbone of the same family
     assert keys <= set(record) and record["mode"] == mode and record["torch"]
     assert {k: record[k] for k in values} == values
-    assert json.loads(result.stdout) == record
+    assert json.loads(capsys.readouterr().out) == record
+
+
+def test_bench_settings_are_a_typed_node(tmp_path, monkeypatch):
+    from hydra.errors import ConfigCompositionException
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigCompositionException, match="bench.stepz"):
+        main(["train", "bench.stepz=2"])
+    with pytest.raises(ConfigCompositionException, match="bench.steps"):
+        main(["train", "bench.steps=many"])
