@@ -4,10 +4,13 @@ with the permissions an ordinary `open()` would give it (0666 less the umask; mk
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -58,3 +61,16 @@ def save_safetensors(path: str | Path, tensors: dict) -> None:
 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))
+
+
+def read_json(path: str | Path) -> dict | None:
+    """A JSON file a run wrote, or None when it is missing or unreadable (torn by a kill, emptied by a full disk):
+    such a file is treated as not written, and rebuilt by the stage that writes it."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("%s is unreadable (%s): treated as missing", path, type(err).__name__)
+        return None

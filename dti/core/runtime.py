@@ -14,10 +14,20 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16}
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, field: str = "model.device") -> torch.device:
+    """auto (CUDA when there is one), cpu, cuda or cuda:N; a device this machine lacks is refused by name."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(field, device, "is not a device (auto, cpu, cuda, cuda:N)") from None
+    missing = not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()
+    if resolved.type == "cuda" and missing:
+        raise InputError(field, device, "is not available on this machine (no such CUDA device); use auto or cpu")
+    if resolved.type not in ("cpu", "cuda"):
+        raise InputError(field, device, "is not supported (auto, cpu, cuda, cuda:N)")
+    return resolved
 
 
 def resolve_dtype(dtype: str, device: torch.device, field: str = "model.dtype") -> torch.dtype:

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from dti.backbones.base import Backbone
 from dti.core import checks, io
 from dti.core.errors import InputError
+from dti.core.io import read_json
 from dti.evaluate.prompts import PromptSet
 from dti.method.concept import Concept
 from dti.method.formats import read_token_file
 from dti.method.magnitude import FixedValue, VocabNorm
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,6 +58,13 @@ class SamplerSettings:
         self.seeds = [int(s) for s in self.seeds]
         self.rescale = str(self.rescale)
         self.rescale_magnitude()  # validates
+        if self.scheduler is not None:
+            import diffusers
+
+            if not isinstance(getattr(diffusers, self.scheduler, None), type) or not self.scheduler.endswith(
+                    "Scheduler"):
+                raise InputError("sampler.scheduler", self.scheduler, "is not a diffusers scheduler class "
+                                 "(e.g. DDIMScheduler, EulerDiscreteScheduler)")
 
     def rescale_magnitude(self):
         """The magnitude strategy `rescale` names, or None."""
@@ -72,6 +84,19 @@ def image_settings(settings: SamplerSettings) -> dict:
     """The settings an image depends on (not batch_size: each image has its own generator), as JSON reads back."""
     record = {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "tag")}
     return json.loads(json.dumps(record))
+
+
+def readable_png(path: Path) -> bool:
+    """The image is there and decodes (one torn by a kill or a full disk is made again)."""
+    if not path.exists():
+        return False
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001  (PIL raises many types for a broken file)
+        log.warning("%s is unreadable: made again", path)
+        return False
 
 
 def slug(text: str, limit: int = 48) -> str:
@@ -131,7 +156,10 @@ class Sampler:
         out = Path(samples_root) / self.tag(prompt_set)
         record = {**image_settings(s), "prompt_set": prompt_set.name, "embeddings_sha256": checksum}
         if (out / "sampler.json").exists():
-            previous = json.loads((out / "sampler.json").read_text())
+            previous = read_json(out / "sampler.json")
+            if previous is None:
+                raise InputError("sampler.tag", self.tag(prompt_set), f"{out / 'sampler.json'} is unreadable, so "
+                                 "what made these samples is unknown: remove the folder, or set sampler.tag")
             if previous != record:
                 changed = sorted(k for k in record if previous.get(k) != record[k])
                 raise InputError("sampler.tag", self.tag(prompt_set), f"{out} holds samples made with other "
@@ -144,7 +172,7 @@ class Sampler:
                           "folder": f"{i:02d}_{slug(template.format(self.class_word))}"}
         io.write_json(out / "prompts.json", {str(i): p for i, p in prompts.items()})
         todo = [(i, seed) for i in prompts for seed in s.seeds
-                if not (out / prompts[i]["folder"] / f"{seed}.png").exists()]
+                if not readable_png(out / prompts[i]["folder"] / f"{seed}.png")]
         scheduler = self.backbone.pipeline.scheduler
         if s.scheduler:
             self.backbone.use_scheduler(s.scheduler)

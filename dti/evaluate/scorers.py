@@ -13,7 +13,7 @@ small, and bf16 would round SigLIP's logit scale and bias, shifting `siglip_offi
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import statistics
 from pathlib import Path
 
@@ -22,13 +22,25 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dti.backbones.images import image_key
-from dti.core import io
-from dti.core.errors import InputError
+from dti.core import checks, io
+from dti.core.errors import InputError, NonFiniteError
+from dti.core.io import read_json
 from dti.core.runtime import resolve_device, resolve_dtype
+
+log = logging.getLogger(__name__)
 
 
 def _features(output) -> torch.Tensor:
     return getattr(output, "pooler_output", output)  # transformers v5 returns a ModelOutput, v4 a tensor
+
+
+def check_settings(batch_size: int = 16, device: str = "auto", dtype: str = "float32", **models) -> None:
+    """The evaluator's settings, checked before any stage runs (no model is loaded here)."""
+    checks.integer("evaluator.batch_size", batch_size, minimum=1, maximum=4096)
+    resolve_dtype(dtype, resolve_device(device, "evaluator.device"), "evaluator.dtype")
+    for key, name in models.items():
+        if key in ("dinov2", "siglip", "clip") and name is not None and (not isinstance(name, str) or not name):
+            raise InputError(f"evaluator.{key}", name, "must be a model id or folder, or null")
 
 
 class Evaluator:
@@ -37,7 +49,8 @@ class Evaluator:
                  batch_size: int = 16, device: str = "auto", dtype: str = "float32"):
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-        self.device = resolve_device(device)
+        check_settings(batch_size, device, dtype, dinov2=dinov2, siglip=siglip, clip=clip)
+        self.device = resolve_device(device, "evaluator.device")
         self.dtype = resolve_dtype(dtype, self.device, "evaluator.dtype")
         self.batch_size, self.names = batch_size, {"dinov2": dinov2, "siglip": siglip, "clip": clip}
         self.models, self.processors, self.tokenizer = {}, {}, None
@@ -50,9 +63,10 @@ class Evaluator:
                 self.models[key] = model.requires_grad_(False).to(self.device).eval()
                 if key == "siglip":
                     self.tokenizer = AutoTokenizer.from_pretrained(name)
-            except OSError as err:
+            except Exception as err:  # noqa: BLE001  (missing files, an unknown model type, a broken config)
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise InputError(f"evaluator.{key}", name, f"cannot be loaded ({first})") from None
+                raise InputError(f"evaluator.{key}", name, f"cannot be loaded ({type(err).__name__}: {first})") \
+                    from None
         self.clip = _OpenClip(clip, self.device) if clip else None
 
     # -- features -------------------------------------------------------------------------------------------
@@ -83,7 +97,11 @@ class Evaluator:
 
         key = f"{self.names['dinov2']}|{self.dtype}"  # features depend on the model and the precision it ran in
         path = Path(cache) / f"dinov2_{hashlib.sha1(key.encode()).hexdigest()[:8]}.safetensors"
-        stored = load_file(str(path)) if path.exists() else {}
+        try:
+            stored = load_file(str(path)) if path.exists() else {}
+        except Exception as err:  # noqa: BLE001  (a torn cache file: rebuilt from the photos)
+            log.warning("%s is unreadable (%s): the reference features are computed again", path, type(err).__name__)
+            stored = {}
         keys = [image_key(im) for im in references]
         missing = [i for i, k in enumerate(keys) if k not in stored]
         if missing:
@@ -98,12 +116,21 @@ class Evaluator:
         samples = Path(samples)
         if not (samples / "prompts.json").is_file():
             raise InputError("stage", "evaluate", f"no samples at {samples}; include the sample stage")
-        prompts = json.loads((samples / "prompts.json").read_text())
+        prompts = read_json(samples / "prompts.json")
+        if prompts is None:
+            raise InputError("stage", "evaluate", f"{samples / 'prompts.json'} is unreadable; run "
+                             "stage=[sample,evaluate] to write it again")
         items = [(int(i), p, path) for i, p in prompts.items() for path in sorted((samples / p["folder"]).glob("*.png"),
                                                                                  key=lambda q: int(q.stem))]
         if not items:
             raise InputError("stage", "evaluate", f"{samples} holds no images; include the sample stage")
-        images = [Image.open(path).convert("RGB") for _, _, path in items]
+        images = []
+        for _, _, path in items:
+            try:
+                images.append(Image.open(path).convert("RGB"))
+            except Exception:  # noqa: BLE001  (PIL raises many types for a broken file)
+                raise InputError("stage", "evaluate", f"{path} is unreadable; run stage=[sample,evaluate] to make "
+                                 "it again") from None
         scores = {}
         if "dinov2" in self.models:
             refs = self.reference_features(references, cache)
@@ -120,6 +147,9 @@ class Evaluator:
         return self._report(items, scores, subject, samples, config)
 
     def _report(self, items, scores, subject, samples, config) -> dict:
+        for key, values in scores.items():
+            if not torch.isfinite(values).all():
+                raise NonFiniteError(f"the {key} scores of {samples} are not finite: metrics.json not written")
         per_image = [{"prompt_index": i, "seed": int(path.stem), "path": str(path.relative_to(samples)),
                       **{k: round(float(v[n]), 6) for k, v in scores.items()}} for n, (i, _, path) in enumerate(items)]
         per_prompt = []

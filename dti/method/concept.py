@@ -118,6 +118,35 @@ def _check_placeholder(slot: TextEncoderSlot, token: str) -> None:
         raise InputError("placeholder", token, f"already in the {slot.key} vocabulary; pick a new token like <{token}>")
 
 
+MAGNITUDE_FACTOR = 1e3  # a fixed norm this many times above or below the vocabulary's mean is refused
+
+
+def _check_in_distribution(key: str, magnitude: torch.Tensor, vocab: torch.Tensor) -> None:
+    """A norm far outside the vocabulary's (1e30 overflows fp32 in the text encoder, 1e-40 underflows to zero
+    rows) is refused with the range that makes sense; Table 3's out-of-distribution 5.0 is about 13x CLIP's."""
+    mean = vocab.float().norm(dim=-1).mean().item()
+    value = magnitude.float().max().item() if magnitude.numel() else 0.0
+    low, high = mean / MAGNITUDE_FACTOR, mean * MAGNITUDE_FACTOR
+    smallest = magnitude.float().min().item() if magnitude.numel() else 0.0
+    if not (torch.isfinite(magnitude).all() and low <= smallest and value <= high):
+        bad = value if value > high or not torch.isfinite(magnitude).all() else smallest
+        raise InputError("magnitude.value", bad, f"is {bad / mean:.3g} times the {key} vocabulary's mean norm "
+                         f"{mean:.4g}; choose a norm in [{low:.3g}, {high:.3g}]")
+
+
+def check_fits(concept: Concept, encoders: list[TextEncoderSlot], templates: list[str], field: str) -> None:
+    """Every prompt of `templates` with the concept in it fits each encoder's context: a longer one would be cut
+    silently (an 80-vector concept in CLIP's 77 tokens)."""
+    for slot in encoders:
+        for template in templates:
+            text = slot.preprocess(concept.prompt(template))
+            length = len(slot.tokenizer(text, add_special_tokens=True, truncation=False).input_ids)
+            if length > slot.max_length:
+                raise InputError(field, template, f"with the concept's {len(concept.tokens)} vector(s) is "
+                                 f"{length} tokens, more than the {slot.key} encoder's {slot.max_length}; use a "
+                                 "shorter initializer, fewer num_vectors or a shorter prompt")
+
+
 @dataclass
 class Concept:
     """A placeholder and its tables, one per text encoder of the backbone."""
@@ -207,7 +236,10 @@ def _add_to_encoders(encoders, placeholder, tokens, n, init_ids, magnitude, tabl
                 slot.tokenizer.convert_ids_to_tokens(i).strip("▁ ") for i in between):
             raise InputError("placeholder", placeholder, f"does not tokenize to its own ids in {slot.key}: {check}")
         init = frozen.weight[torch.tensor(ids, device=frozen.weight.device)].detach().float()
-        m = magnitude(frozen.weight[: slot.num_vocab_rows], init, slot.tokenizer.all_special_ids)
+        vocab = frozen.weight[: slot.num_vocab_rows]
+        m = magnitude(vocab, init, slot.tokenizer.all_special_ids)
+        if m is not None:
+            _check_in_distribution(slot.key, m, vocab)
         table = ConceptTable(init, m).to(frozen.weight.device)
         slot.set_input_embeddings(ConceptEmbedding(frozen, first_id, table))
         tables[slot.key] = table

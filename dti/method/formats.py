@@ -13,12 +13,17 @@ import torch
 from safetensors.torch import load_file
 
 from dti.core import io
+from dti.core.errors import NonFiniteError
 from dti.method.slots import TextEncoderSlot
 
 
 def save_embeddings(rows: dict[str, torch.Tensor], placeholder: str, encoders: list[TextEncoderSlot], folder: Path,
                     subject: str) -> list[Path]:
-    """Write `rows` ({encoder key: [n, d]}) in every format; returns the files written."""
+    """Write `rows` ({encoder key: [n, d]}) in every format; returns the files written. Rows that are not finite
+    are refused before anything is written."""
+    for key, value in rows.items():
+        if not torch.isfinite(value).all():
+            raise NonFiniteError(f"the learned {key} rows are not finite (NaN or inf): no embedding file written")
     files = []
     for slot in encoders:
         files.append(Path(folder) / slot.diffusers_file)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
+from dti.core import checks
 from dti.core.errors import InputError
 
+MAX_LR = 10.0  # RSGD's lr is a step on the unit sphere; AdamW's a step per coordinate: beyond this, only NaN
 
-def _check(lr: float, kappa: float) -> None:
-    if not lr > 0:
-        raise InputError("optimizer.lr", lr, "must be positive")
-    if not kappa >= 0:
-        raise InputError("kappa", kappa, "must be >= 0")
+
+def _check(lr: float, kappa: float, eps: float) -> None:
+    checks.number("optimizer.lr", lr, minimum=0, maximum=MAX_LR, open_min=True)
+    checks.number("kappa", kappa, minimum=0, maximum=1e3)
+    checks.number("optimizer.eps", eps, minimum=0, maximum=1)
 
 
 def _priors(group: dict) -> list[torch.Tensor | None]:
@@ -46,9 +48,8 @@ class RiemannianSGD(Optimizer):
 
     def __init__(self, params, lr: float, kappa: float = 0.0, prior: torch.Tensor | None = None,
                  beta: float = 0.0, eps: float = 1e-8):
-        _check(lr, kappa)
-        if not 0 <= beta < 1:
-            raise InputError("optimizer.beta", beta, "must be in [0, 1)")
+        _check(lr, kappa, eps)
+        checks.number("optimizer.beta", beta, minimum=0, maximum=1, open_max=True)
         super().__init__(params, dict(lr=lr, kappa=kappa, prior=prior, beta=beta, eps=eps))
         for group in self.param_groups:
             _priors(group)
@@ -89,7 +90,12 @@ class AdamW(torch.optim.AdamW):
 
     def __init__(self, params, lr: float, kappa: float = 0.0, prior: torch.Tensor | None = None,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        _check(lr, kappa)
+        _check(lr, kappa, eps)
+        if len(betas) != 2:
+            raise InputError("optimizer.betas", list(betas), "must be two numbers [beta1, beta2], each in [0, 1)")
+        for beta in betas:
+            checks.number("optimizer.betas", beta, minimum=0, maximum=1, open_max=True)
+        checks.number("optimizer.weight_decay", weight_decay, minimum=0, maximum=1)
         super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         for group in self.param_groups:
             group.setdefault("kappa", kappa)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from dti.core import io
+from dti.core import checks, io
 from dti.core.errors import InputError
 from dti.offline.cache import cache_root
-from dti.train.data import Subject, folder_subject
+from dti.train.data import WORD_COLUMNS, Subject, folder_subject, initializer_word
 
 
 def draw_toy(seed: int, size: int = 96, body=(200, 30, 30), stripe=(240, 210, 40)) -> Image.Image:
@@ -28,13 +28,18 @@ def draw_toy(seed: int, size: int = 96, body=(200, 30, 30), stripe=(240, 210, 40
 
 def synthetic_subject(num_images: int = 4, subject: str = "toy", subjects: dict | None = None,
                       cache_dir: str | None = None, initializer: str | None = None,
-                      words: str = "class_word") -> Subject:
+                      words: str = "class_word", load: bool = True) -> Subject:
     """A generated subject from the `subjects` table ({name: {class_word, body, stripe}}), written once into
-    the cache folder."""
+    the cache folder (`load=False`: checks only, nothing written)."""
     subjects = subjects or {"toy": {"class_word": "toy"}}
     if subject not in subjects:
         raise InputError("data.subject", subject, f"unknown subject (known: {', '.join(sorted(subjects))})")
+    checks.integer("data.num_images", num_images, minimum=1, maximum=1000)
     entry = dict(subjects[subject])
+    if not load:
+        table = {"class_word": entry["class_word"]}
+        return Subject(subject, entry["class_word"], initializer_word(
+            subject, table, "class_word" if words in WORD_COLUMNS else words, initializer), [])
     colours = {k: entry[k] for k in ("body", "stripe") if k in entry}
     folder = cache_root(cache_dir) / f"synthetic_{subject}_{num_images}"
     for i in range(num_images):

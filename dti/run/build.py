@@ -17,13 +17,15 @@ from dti.core.errors import InputError
 from dti.evaluate.prompts import PromptSet
 from dti.evaluate.sampler import SamplerSettings
 from dti.evaluate.scorers import Evaluator
-from dti.method.concept import Concept, ConceptEmbedding, add_concept
+from dti.method.concept import Concept, ConceptEmbedding, add_concept, check_fits
 from dti.method.magnitude import Magnitude
+from dti.method.optim import MAX_LR
 from dti.offline.random_weights import random_pretrained
 from dti.run.identity import fingerprint
 from dti.run.loggers import NullLogger
 from dti.train.data import Subject
 from dti.train.settings import TrainSettings
+from dti.train.templates import TEMPLATES
 from dti.train.trainer import Trainer
 
 STAGES = ("train", "sample", "evaluate")
@@ -50,7 +52,7 @@ def check_scalars(cfg: DictConfig) -> None:
     kappa = OmegaConf.select(cfg, "optimizer.kappa")
     field = "kappa" if OmegaConf.is_interpolation(cfg.optimizer, "kappa") else "optimizer.kappa"
     checks.number(field, kappa, minimum=0, maximum=1e3)
-    checks.number("optimizer.lr", OmegaConf.select(cfg, "optimizer.lr"), minimum=0, maximum=1e3, open_min=True)
+    checks.number("optimizer.lr", OmegaConf.select(cfg, "optimizer.lr"), minimum=0, maximum=MAX_LR, open_min=True)
 
 
 def _settings(cls, node: DictConfig):
@@ -183,6 +185,9 @@ def check_training(cfg: DictConfig) -> TrainSettings:
 def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: Concept, subject: Subject,
                   logger=None) -> Trainer:
     settings = check_training(cfg)
+    check_fits(concept, backbone.encoders, TEMPLATES[settings.templates], "train.templates")
+    if settings.validation.enabled:
+        check_fits(concept, backbone.encoders, settings.validation.prompts, "train.validation.prompts")
     optimizer = build_optimizer_factory(cfg)(concept.param_groups())
     return Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, run_dir,
                    logger or NullLogger(), seed=cfg.seed, fingerprint=fingerprint(cfg, subject))

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import hydra
 
-from dti.core.errors import InputError
+from dti.core.errors import InputError, NonFiniteError, RunInUse
 from dti.run.conftree import CONF_MODULE, conf_dir
 from dti.run.identity import write_status
-from dti.run.job import JobContext, SubjectsFailed
-from dti.run.job import run as run_stages
+from dti.run.job import Job, JobContext, SubjectsFailed
+from dti.run.locks import LOCK_FILE, hold
+from dti.run.precheck import precheck
+from dti.run.summary import run_summary
 
 HYDRA_FILES = {".hydra", "launch.log"}
 
@@ -59,12 +61,37 @@ def check_group_choices(args: list[str], conf: Path | None = None) -> None:
                      f"(choose from: {', '.join(options)})")
 
 
-def _remove_fresh_run_dir(run_dir: Path, stop_at: Path) -> None:
-    shutil.rmtree(run_dir, ignore_errors=True)
+def untouched(run_dir: Path) -> bool:
+    """Nothing in `run_dir` but what Hydra wrote at start (and empty folders or lock files): no stage's work."""
+    for path in run_dir.rglob("*"):
+        inside_hydra = path.relative_to(run_dir).parts[0] in HYDRA_FILES
+        if path.is_file() and not inside_hydra and path.name != LOCK_FILE:
+            return False
+    return True
+
+
+def remove_if_untouched(run_dir: Path, stop_at: Path) -> None:
+    """A run that failed before any stage wrote anything leaves no directory behind (taken under the run's lock,
+    so a directory another process is working in is never removed)."""
+    try:
+        with hold(run_dir):
+            if not untouched(run_dir):
+                return
+            shutil.rmtree(run_dir, ignore_errors=True)
+    except RunInUse:
+        return
     parent = run_dir.parent
-    while parent != stop_at and stop_at in parent.parents and not any(parent.iterdir()):
+    while parent != stop_at and stop_at in parent.parents and parent.is_dir() and not any(parent.iterdir()):
         parent.rmdir()
         parent = parent.parent
+
+
+def _try_status(run_dir: Path, stages, err: BaseException) -> None:
+    """status.json saying what failed, where the disk still allows it (a full disk may not)."""
+    try:
+        write_status(run_dir, "failed", stages, error=err)
+    except OSError:
+        pass
 
 
 def quiet_libraries() -> None:
@@ -79,38 +106,52 @@ def quiet_libraries() -> None:
 
 
 def run_job(cfg, context: JobContext | None = None) -> dict | None:
-    """One Hydra job: the stages of dti.run.job, with the errors the command line promises."""
+    """One Hydra job: the stages of dti.run.job, with the errors the command line promises. Bad input before any
+    stage wrote anything: one line, exit 2, no directory left. Any error after work was done: the work stays,
+    status.json says what failed, one line (exit 2 for bad input, 1 otherwise). In a -m sweep the others go on."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
     quiet_libraries()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    (run_dir / "status.json").unlink(missing_ok=True)  # a previous attempt's verdict; this attempt writes its own
-    fresh = {p.name for p in run_dir.iterdir()} <= HYDRA_FILES  # only what Hydra itself just wrote
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    stages = cfg.get("stage")
     try:
-        return run_stages(cfg, run_dir, context)
+        job = Job(cfg, run_dir, context)
+        result = job.run()
+        if not multirun:
+            for directory in job.directories():
+                print("\n".join(run_summary(directory)))
+        return result
+    except RunInUse as err:  # another process's directory: touch nothing of it
+        return _report(err, run_dir, multirun, code=2, status=False)
     except InputError as err:
-        if fresh and not multirun:
-            _remove_fresh_run_dir(run_dir, Path(hydra_cfg.runtime.cwd))
-        if multirun:  # the sweep goes on; its status.json says why this job failed
-            write_status(run_dir, "failed", str(cfg.stage), error=err)
-            print(f"error: {run_dir}: {err}", file=sys.stderr)
-            return None
-        fail(str(err))
-    except SubjectsFailed as err:
-        if multirun:
-            print(f"error: {run_dir}: {err}", file=sys.stderr)
-            return None
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    except Exception as err:  # noqa: BLE001
-        write_status(run_dir, "failed", str(cfg.stage), error=err)
+        if not multirun:
+            remove_if_untouched(run_dir, Path(hydra_cfg.runtime.cwd))
+        return _report(err, run_dir, multirun, code=2, stages=stages)
+    except (NonFiniteError, SubjectsFailed) as err:
+        return _report(err, run_dir, multirun, code=1, stages=stages)
+    except OSError as err:  # a full disk, a folder made read-only mid-run: the path and the errno
+        where = f"{err.filename}: " if err.filename else ""
+        return _report(OSError(f"{where}[Errno {err.errno}] {err.strerror or err}"), run_dir, multirun, code=1,
+                       stages=stages)
+    except Exception as err:  # noqa: BLE001  (a bug: the traceback is the useful report)
+        _try_status(run_dir, stages, err)
         if multirun:
             logging.getLogger("dti").exception("job failed: %s", run_dir)
             return None
         raise
+
+
+def _report(err: BaseException, run_dir: Path, multirun: bool, code: int, stages=None, status: bool = True):
+    if status and run_dir.is_dir() and not isinstance(err, SubjectsFailed):  # subjects wrote their own
+        _try_status(run_dir, stages, err)
+    if multirun:  # the sweep goes on; status.json says why this job failed
+        print(f"error: {run_dir}: {err}", file=sys.stderr)
+        return None
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(code)
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONF_MODULE}", config_name="launch")
@@ -118,8 +159,15 @@ def _hydra_main(cfg, context: JobContext | None = None):
     return run_job(cfg, context)
 
 
-def main() -> None:
-    """Train, sample and score, e.g. `python launch.py model=sdxl data.subject=dog` (every setting an override)."""
+def main(argv: list[str] | None = None) -> None:
+    """Train, sample and score, e.g. `python launch.py model=sdxl data.subject=dog` (every setting an override).
+    Every job's settings are checked before Hydra creates anything (dti.run.precheck)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     check_environment()
-    check_group_choices(sys.argv[1:])
+    check_group_choices(argv)
+    try:
+        precheck(argv)
+    except InputError as err:
+        fail(str(err))
+    sys.argv = [sys.argv[0], *argv]
     _hydra_main()

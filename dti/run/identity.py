@@ -15,6 +15,7 @@ every config is in exactly one of the two.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import traceback
 from pathlib import Path
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dti.backbones.images import image_key
 from dti.core import io
+from dti.core.io import read_json
 from dti.train.data import Subject
 
 # a key, or a prefix with ".*" for every key below it; group choices (`method=ti`) are keys too
@@ -68,13 +70,18 @@ def flatten(node, prefix: str = "") -> dict:
     return {prefix[:-1]: node}
 
 
+MAX_VALUE = 40  # longer values are shortened in names (a folder name has at most 255 bytes)
+
+
 def run_name(overrides) -> str:
     """The run directory's name from the command line's overrides: those of concept keys whose values are not
-    paths, sorted; "default" when there are none."""
+    paths, sorted (a long value shortened to its start and a hash); "default" when there are none."""
     kept = []
     for override in overrides:
         key, _, value = str(override).partition("=")
         if is_concept_key(key) and "/" not in value:
+            if len(value) > MAX_VALUE:
+                value = f"{value[:24]}~{hashlib.sha1(value.encode()).hexdigest()[:8]}"
             kept.append(f"{key}={value}")
     return ",".join(sorted(kept)) or "default"
 
@@ -90,10 +97,6 @@ def fingerprint(cfg: DictConfig, subject: Subject) -> dict:
     docstring), the subject's images and the initializer."""
     return {"settings": concept_settings(cfg), "images": [image_key(im) for im in subject.images],
             "initializer": subject.initializer}
-
-
-def read_json(path: Path) -> dict | None:
-    return json.loads(Path(path).read_text()) if Path(path).exists() else None
 
 
 def is_complete(directory: Path, stages: list[str], tag: str | None, expected_images: int, fingerprint: dict,

@@ -13,7 +13,9 @@ and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,7 +23,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dti.core.errors import InputError
 from dti.evaluate.sampler import Sampler, embeddings_checksum, image_settings, load_trained_embeddings
+from dti.method.concept import check_fits
 from dti.run.build import (
     BackboneCache,
     build_backbone,
@@ -33,11 +37,11 @@ from dti.run.build import (
     build_subjects,
     build_trainer,
     check_resolutions,
-    check_stages,
-    check_training,
 )
-from dti.run.identity import fingerprint, is_complete, write_status
+from dti.run.identity import fingerprint, is_complete, read_json, write_status
+from dti.run.locks import LOCK_FILE, hold
 from dti.run.packing import PackItem, train_packs, trained_in
+from dti.run.validate import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +68,54 @@ class Job:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, context: JobContext | None = None):
         self.cfg, self.run_dir, self.context = cfg, Path(run_dir), context or JobContext()
-        self.stages = check_stages(cfg)
-        if "train" in self.stages:
-            check_training(cfg)
+        self.stages = validate_config(cfg)  # every stage's settings, before anything is loaded or written
         self.sampler_settings = build_sampler_settings(cfg) if {"sample", "evaluate"} & set(self.stages) else None
         self.subjects = build_subjects(cfg)  # reads and checks every image before the (slow) model load
         self.many = len(self.subjects) > 1
+        self.prompt_sets = {s.name: build_prompt_set(cfg, s) for s in self.subjects} if self.sampler_settings else {}
+        if "train" in self.stages:
+            warn_small_images(self.subjects, cfg.train.resolution)
         self.backbone = self.evaluator = None
         self.packed: set[str] = set()
 
     def run(self) -> dict:
-        results, failed = {}, []
+        """Every stage for every subject that needs it, holding each subject's run directory (and samples folder)
+        against other processes for the whole job. A folder this job created for its lock and left empty (it
+        failed before writing anything there) is removed again."""
+        created: list[Path] = []
+        with contextlib.ExitStack() as locks:
+            try:
+                return self.run_locked(self.plan(locks, created))
+            except BaseException:
+                for folder in created:
+                    if all(p.is_dir() or p.name == LOCK_FILE for p in folder.rglob("*")):
+                        shutil.rmtree(folder, ignore_errors=True)
+                raise
+
+    def plan(self, locks: contextlib.ExitStack, created: list[Path]) -> list:
+        """The subjects whose requested outputs are missing, their folders locked (another process working on
+        one stops this job with one line) and their inputs for the stages present."""
         # subjects trained packed by this launch (the sweep's packing pass before this job, or train_packed
         # below): their stages only resume from that training, even with train.resume=never
         self.packed = {s.name for s in self.subjects
                        if trained_in(subject_dir(self.run_dir, s.name, self.many), self.context.launch_id)}
         todo = [s for s in self.subjects if not self.subject_complete(s)]
+        wait, train = bool(self.cfg.wait_for_lock), "train" in self.stages
+        for subject in todo:
+            directory = subject_dir(self.run_dir, subject.name, self.many)
+            _, tag, _ = self.sampling_plan(subject)
+            if not train:
+                check_trained(directory, self.stages, tag)
+            if not directory.exists():
+                created.append(directory)
+            locks.enter_context(hold(directory, exclusive=train, wait=wait))
+            if tag is not None:
+                locks.enter_context(hold(directory / "samples" / tag, exclusive=True, wait=wait))
+        (self.run_dir / "status.json").unlink(missing_ok=True)  # a previous attempt's verdict: this one writes its own
+        return todo
+
+    def run_locked(self, todo: list) -> dict:
+        results, failed = {}, []
         if todo and {"train", "sample"} & set(self.stages):
             self.load_backbone()  # job-level: a failure here (checkpoint, image sizes) fails the job, not a subject
         if "train" in self.stages and self.many and self.cfg.pack > 1:
@@ -106,11 +142,15 @@ class Job:
             raise SubjectsFailed(f"{len(failed)} of {len(self.subjects)} subjects failed: {'; '.join(failed)}")
         return results if self.many else next(iter(results.values()))
 
+    def directories(self) -> list[Path]:
+        """The run directory of each subject of this job."""
+        return [subject_dir(self.run_dir, s.name, self.many) for s in self.subjects]
+
     def sampling_plan(self, subject):
         """(prompt set, sample tag, expected number of images) of a subject, or Nones without sampling."""
         if not self.sampler_settings:
             return None, None, 0
-        prompt_set = build_prompt_set(self.cfg, subject)
+        prompt_set = self.prompt_sets[subject.name]
         return (prompt_set, Sampler.tag_for(self.sampler_settings, prompt_set),
                 len(prompt_set.templates) * len(self.sampler_settings.seeds))
 
@@ -129,7 +169,7 @@ class Job:
         trains (or fails) there on its own."""
         todo = [s for s in self.subjects if s.name not in self.packed and not self.subject_complete(s, ["train"])]
         items = [PackItem(self.cfg, s, subject_dir(self.run_dir, s.name, True)) for s in todo]
-        trained = train_packs(items, self.backbone, pack, self.context.launch_id)
+        trained = train_packs(items, self.backbone, pack, self.context.launch_id, lock=False)  # held by run()
         self.packed |= {item.subject.name for item in items if item.directory in trained}
 
     def sampler_record(self) -> dict | None:
@@ -159,6 +199,7 @@ class Job:
                 embeddings = directory / "embeddings"
                 if "train" not in stages:
                     load_trained_embeddings(concept, self.backbone, embeddings)
+                check_fits(concept, self.backbone.encoders, prompt_set.templates, "prompts")
                 sampler = Sampler(self.backbone, concept, self.sampler_settings, subject.class_word)
                 result["samples"] = str(sampler.run(prompt_set, directory / "samples",
                                                     embeddings_checksum(self.backbone, embeddings)))
@@ -179,6 +220,23 @@ class Job:
         packed = {"trained_packed": True} if subject.name in self.packed else {}
         write_status(directory, "done", stages, seconds=time.perf_counter() - started, result=result, **packed)
         return result
+
+
+def warn_small_images(subjects, resolution: int) -> None:
+    for subject in subjects:
+        small = [f"{im.size[0]}x{im.size[1]}" for im in subject.images if min(im.size) < resolution / 2]
+        if small:
+            log.warning("%s: %d photo(s) smaller than half of train.resolution=%d (%s) are upscaled more than 2x",
+                        subject.name, len(small), resolution, ", ".join(small[:4]))
+
+
+def check_trained(directory: Path, stages: list[str], tag: str | None) -> None:
+    """Sampling or scoring without the train stage needs a trained run there (and scoring, its samples)."""
+    if "sample" in stages and read_json(directory / "done.json") is None:
+        raise InputError("stage", stages, f"no trained run at {directory} (no done.json); include the train stage")
+    if stages == ["evaluate"] and not (directory / "samples" / str(tag) / "prompts.json").is_file():
+        raise InputError("stage", stages, f"no samples at {directory / 'samples' / str(tag)}; include the sample "
+                         "stage")
 
 
 def run(cfg: DictConfig, run_dir: str | Path, context: JobContext | None = None) -> dict:

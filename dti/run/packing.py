@@ -19,7 +19,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from dti.core.errors import RunInUse
+from dti.core.io import read_json
 from dti.run.build import build_concept, build_logger, build_trainer, concept_placeholder, model_key
+from dti.run.locks import hold
 from dti.train.data import Subject
 from dti.train.packed import PackedTrainer
 
@@ -42,18 +45,19 @@ def pack_key(cfg: DictConfig) -> str:
 
 def trained_in(directory: Path, launch_id: str) -> bool:
     """Did the packing pass of launch `launch_id` complete this run directory's training?"""
-    path = Path(directory) / "done.json"
-    return path.exists() and json.loads(path.read_text()).get("trained_packed") == launch_id
+    return (read_json(Path(directory) / "done.json") or {}).get("trained_packed") == launch_id
 
 
-def train_packs(items: list[PackItem], backbone, pack: int, launch_id: str) -> set[Path]:
+def train_packs(items: list[PackItem], backbone, pack: int, launch_id: str, lock: bool = True) -> set[Path]:
     """Train `items` `pack` at a time (in order) on the loaded `backbone`; returns the run directories trained.
-    Whatever fails here is only logged: the item is not trained, so its job trains it on its own."""
+    Whatever fails here is only logged: the item is not trained, so its job trains it on its own. With `lock`,
+    each run directory is held while it trains, and one another process holds is left out."""
     trained: set[Path] = set()
     for start in range(0, len(items), pack):
         group = items[start:start + pack]
         try:
-            with packed_trainers(group, backbone) as (trainers, failed):
+            with contextlib.ExitStack() as locks, packed_trainers(_locked(group, locks) if lock else group,
+                                                                  backbone) as (trainers, failed):
                 for item, err in failed:
                     log.warning("%s: not packed (%s: %s)", item.directory, type(err).__name__, err)
                 if trainers:
@@ -67,6 +71,17 @@ def train_packs(items: list[PackItem], backbone, pack: int, launch_id: str) -> s
             log.exception("packed training of %s failed; each will train on its own",
                           ", ".join(str(i.directory) for i in group))
     return trained
+
+
+def _locked(group: list[PackItem], locks: contextlib.ExitStack) -> list[PackItem]:
+    kept = []
+    for item in group:
+        try:
+            locks.enter_context(hold(item.directory))
+            kept.append(item)
+        except RunInUse as err:
+            log.warning("%s: not packed (%s)", item.directory, err.problem)
+    return kept
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ class MethodInfo:
 
 @dataclass
 class LaunchConfig:
-    stage: list[str] = field(default_factory=lambda: ["train", "sample", "evaluate"])
+    stage: Any = field(default_factory=lambda: ["train", "sample", "evaluate"])  # one stage, or a list of them
     seed: int = 42
     kappa: float = 1.0e-4
     placeholder: str | None = None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io as stdio
-import json
 import re
 import statistics
 import sys
@@ -26,6 +25,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from dti.core import io
+from dti.core.io import read_json
 from dti.run.conftree import conf_dir
 from dti.sweep.plots import score_scatter
 
@@ -60,7 +60,9 @@ def collect(folder: Path) -> list[dict]:
     """One record per (run directory, sample tag) with a complete metrics.json."""
     records = []
     for path in sorted(Path(folder).rglob("samples/*/metrics.json")):
-        metrics = json.loads(path.read_text())
+        metrics = read_json(path)
+        if not metrics or "subject" not in metrics:
+            continue  # unreadable (a torn write): its run scores again when re-run
         config = metrics.get("config") or {}
         run = path.parent.parent.parent
         key = row_key(config, run.parent.name)
@@ -77,7 +79,7 @@ def collect(folder: Path) -> list[dict]:
 def failures(folder: Path) -> list[tuple[str, str]]:
     out = []
     for path in sorted(Path(folder).rglob("status.json")):
-        status = json.loads(path.read_text())
+        status = read_json(path) or {}
         if status.get("status") == "failed":
             out.append((str(path.parent.relative_to(folder)), status.get("error", "?")))
     return out

@@ -30,6 +30,9 @@ class Subject:
     live: bool = False  # DreamBooth's "live subject" (cats, dogs) use the live prompt set in evaluation
 
 
+WORD_COLUMNS = ("class_word", "initialization", "qwen_vl")  # the columns of the DreamBooth subject table
+
+
 def initializer_word(subject: str, entry: dict, words: str, initializer: str | None) -> str:
     """The initializer of `subject` (its table row `entry`): `initializer`, else the `words` column or file."""
     if initializer is not None:
@@ -61,21 +64,25 @@ def _read_words_file(path: str) -> dict[str, str]:
 
 
 def dreambooth_subject(root: str, subject: str, subjects: dict, initializer: str | None = None,
-                       words: str = "class_word") -> Subject:
-    """`data=dreambooth`: `root/<folder>/*.jpg`, words from the subject table in conf/data/dreambooth.yaml."""
+                       words: str = "class_word", load: bool = True) -> Subject:
+    """`data=dreambooth`: `root/<folder>/*.jpg`, words from the subject table in conf/data/dreambooth.yaml.
+    `load=False`: every check but reading the images (they stay empty)."""
     if subject not in subjects:
         raise InputError("data.subject", subject, f"unknown subject (known: {', '.join(sorted(subjects))})")
     entry = dict(subjects[subject])
     if not Path(root).is_dir():
         raise InputError("data.root", str(root), "folder does not exist (download with: python -m dti.download)")
     word = initializer_word(subject, entry, words, initializer)
+    folder = Path(root) / entry.get("folder", subject)
+    if not folder.is_dir():
+        raise InputError("data.subject folder", str(folder), "folder does not exist")
     return Subject(name=subject, class_word=entry["class_word"], initializer=word,
-                   images=load_images(Path(root) / entry.get("folder", subject), "data.subject folder"),
+                   images=load_images(folder, "data.subject folder") if load else [],
                    live=bool(entry.get("live", False)))
 
 
 def folder_subject(path: str, class_word: str, subject: str | None = None, initializer: str | None = None,
-                   live: bool = False, words: str = "class_word") -> Subject:
+                   live: bool = False, words: str = "class_word", load: bool = True) -> Subject:
     """`data=folder`: any folder of images plus its class word. Without a table, `words` other than class_word (a
     recipe's initialization words) fall back to the class word, said once in the log."""
     if not path:
@@ -84,9 +91,12 @@ def folder_subject(path: str, class_word: str, subject: str | None = None, initi
         raise InputError("data.class_word", class_word, "is required for data=folder")
     name = subject or Path(path).name
     entry = {"class_word": str(class_word)}
-    if words not in entry and initializer is None and not str(words).endswith(".json"):
-        log.info("data.words=%s: data=folder has no such words; the initializer is the class word %r", words,
-                 class_word)
+    if words in WORD_COLUMNS and words not in entry and initializer is None:
+        if load:
+            log.info("data.words=%s: data=folder has no such words; the initializer is the class word %r", words,
+                     class_word)
         words = "class_word"
+    if not Path(path).is_dir():
+        raise InputError("data.path", str(path), "folder does not exist")
     return Subject(name, str(class_word), initializer_word(name, entry, words, initializer),
-                   load_images(Path(path), "data.path"), live)
+                   load_images(Path(path), "data.path") if load else [], live)

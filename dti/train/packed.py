@@ -59,6 +59,7 @@ class PackedTrainer:
         the image its concept's own validation would make (up to float rounding of the larger batch)."""
         groups: dict[tuple, list[Trainer]] = {}
         for t in trainers:
+            t.check_finite()
             v = t.validation
             groups.setdefault((v.size(), v.num_inference_steps, v.guidance_scale), []).append(t)
         for (size, steps, guidance), group in groups.items():
@@ -92,7 +93,7 @@ class PackedTrainer:
             losses += part_losses.detach()
         for k, t in enumerate(trainers):
             t.last_loss = losses[k]
-            t.last_grads = t.apply_update(t.logging_due())
+            t.last_grads = t.apply_update(losses[k], t.logging_due())
 
 
 def _concat(draws: list[dict], part: torch.Tensor) -> dict:

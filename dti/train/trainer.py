@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -20,13 +21,21 @@ from tqdm.auto import tqdm
 from dti.backbones.base import Backbone
 from dti.core import io
 from dti.core.errors import InputError
+from dti.core.io import read_json
 from dti.method.concept import Concept
 from dti.method.formats import save_embeddings
 from dti.train import checkpoint
+from dti.train.curves import plot_training, read_log
+from dti.train.health import Health
 from dti.train.settings import TrainSettings
 from dti.train.templates import TEMPLATES
 
 log = logging.getLogger(__name__)
+
+
+def _finite_or_none(value: float) -> float | None:
+    """train_log.jsonl stays JSON: a non-finite number is written as null, never as a bare NaN."""
+    return value if math.isfinite(value) else None
 
 
 # what train.resume=never clears (samples/ too: they were made from the embeddings being replaced)
@@ -50,6 +59,7 @@ class Trainer:
         self.last_loss: torch.Tensor | None = None
         self.last_grads: dict | None = None
         self.done_record: dict = {}  # extra fields for done.json (e.g. which packing pass trained it)
+        self.health = Health(list(concept.tables), backbone.device)
 
     # -- state ----------------------------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -57,6 +67,7 @@ class Trainer:
             "tokens": self.concept.tokens, "fingerprint": self.fingerprint,
             "tables": {k: t.weight.detach().cpu().clone() for k, t in self.concept.tables.items()},
             "optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_state(self.generator),
+            "threads": torch.get_num_threads(),  # CPU results depend on it in the last bits (docs/failures.md)
         }
 
     def _find_resume(self) -> Path | None:
@@ -69,6 +80,31 @@ class Trainer:
         if not Path(resume).is_file():
             raise InputError("train.resume", resume, "is not auto, never or an existing checkpoint file")
         return Path(resume)
+
+    def _load_resume(self) -> tuple[Path | None, dict | None]:
+        """The checkpoint to resume from, loaded. With resume=auto an unreadable latest checkpoint (torn by a kill
+        or a full disk) gives way to the one before, said in the log; a checkpoint given by path must load."""
+        path = self._find_resume()
+        if path is None:
+            return None, None
+        candidates = [p for _, p in reversed(checkpoint.list_checkpoints(self.ckpt_dir))] \
+            if str(self.settings.resume) == "auto" else [path]
+        for candidate in candidates:
+            try:
+                state = checkpoint.load(candidate)
+                if not {"tables", "tokens", "optimizer", "rng", "step"} <= set(state):
+                    raise KeyError("incomplete checkpoint")
+            except Exception as err:  # noqa: BLE001  (torch.load raises many types for a bad file)
+                if str(self.settings.resume) != "auto":
+                    raise InputError("train.resume", str(candidate), f"cannot be loaded ({type(err).__name__})") \
+                        from None
+                log.warning("%s is unreadable (%s); trying the checkpoint before it", candidate, type(err).__name__)
+                continue
+            if candidate != path:
+                log.warning("resuming from %s instead of the unreadable latest checkpoint", candidate)
+            return candidate, state
+        log.warning("no readable checkpoint in %s: training starts over", self.ckpt_dir)
+        return None, None
 
     def _check_fingerprint(self, found: dict | None, source: Path) -> None:
         if found is not None and found != self.fingerprint:
@@ -85,15 +121,11 @@ class Trainer:
     def resume(self) -> None:
         if str(self.settings.resume) == "never":
             self._clear_training_outputs()
-        path = self._find_resume()
+        path, state = self._load_resume()
         if path is None:
             self._truncate_log(0)  # a run that died before its first checkpoint starts its log afresh
             return
-        try:
-            state = checkpoint.load(path)
-            tables, tokens, saved_optimizer = state["tables"], state["tokens"], state["optimizer"]
-        except Exception as err:  # noqa: BLE001  (torch.load raises many types for a bad file)
-            raise InputError("train.resume", str(path), f"cannot be loaded ({type(err).__name__})") from None
+        tables, tokens, saved_optimizer = state["tables"], state["tokens"], state["optimizer"]
         if tokens != self.concept.tokens or tables.keys() != self.concept.tables.keys() or any(
                 tables[k].shape != t.weight.shape for k, t in self.concept.tables.items()):
             raise InputError("train.resume", str(path), f"was made for tokens {tokens}, not "
@@ -109,6 +141,10 @@ class Trainer:
         for group, settings in zip(self.optimizer.param_groups, live):
             group.update(settings)
         checkpoint.restore_rng(self.generator, state["rng"])
+        threads = state.get("threads")
+        if self.backbone.device.type == "cpu" and threads is not None and threads != torch.get_num_threads():
+            log.warning("resuming with %d CPU threads; %s was written with %d, so the result may differ from an "
+                        "uninterrupted run in the last bits", torch.get_num_threads(), path.name, threads)
         self.step = state["step"]
         self._truncate_log(self.step)
         log.info("resumed from %s (step %d)", path, self.step)
@@ -128,19 +164,21 @@ class Trainer:
         """Drop log lines an interrupted run wrote after the checkpoint we resume from."""
         path = self.run_dir / "train_log.jsonl"
         if path.exists():
-            lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-            io.write_text(path, "".join(ln + "\n" for ln in lines))
+            kept = [json.dumps(r, allow_nan=False) for r in read_log(path) if r.get("step", 0) <= step]
+            io.write_text(path, "".join(ln + "\n" for ln in kept))  # a torn last line goes too
 
     # -- loop -----------------------------------------------------------------------------------------------
     def complete(self) -> bool:
         """done.json is there (made from these inputs) and the checkpoint has reached the last step."""
-        if not (self.run_dir / "done.json").exists() or self.step < self.settings.steps:
+        done = self.done()
+        if done is None or self.step < self.settings.steps:
             return False
-        self._check_fingerprint(self.done().get("fingerprint"), self.run_dir / "done.json")
+        self._check_fingerprint(done.get("fingerprint"), self.run_dir / "done.json")
         return True
 
-    def done(self) -> dict:
-        return json.loads((self.run_dir / "done.json").read_text())
+    def done(self) -> dict | None:
+        """done.json, or None when it is missing or unreadable (the run then finishes again from its checkpoint)."""
+        return read_json(self.run_dir / "done.json")
 
     def fit(self) -> dict:
         if self.complete():
@@ -164,6 +202,8 @@ class Trainer:
         """Logging, checkpoint and (unless the caller does it) validation after the optimizer step
         (`last_loss`/`last_grads` set by it)."""
         s = self.settings
+        if self.logging_due() or self._due(s.checkpoint_every) or (validate and self.validation_due()):
+            self.check_finite()
         if self.logging_due():  # the direction after this step's update, the gradient that made it
             stats = {k: {**tab.stats(), "grad_norm": self.last_grads[k]} for k, tab in self.concept.tables.items()}
             self._log(self.last_loss, stats, bar)
@@ -171,6 +211,11 @@ class Trainer:
             checkpoint.save(self.ckpt_dir, self.step, self._state(), s.keep_checkpoints)
         if validate and self.validation_due():
             self.validate()
+
+    def check_finite(self) -> None:
+        """Stop (NonFiniteError) if a loss or gradient went non-finite since the start; a host sync."""
+        found = checkpoint.list_checkpoints(self.ckpt_dir)
+        self.health.check(str(found[-1][1].relative_to(self.run_dir)) if found else None)
 
     def validation_due(self) -> bool:
         """A validation during training (the final one is part of `finish`)."""
@@ -180,15 +225,31 @@ class Trainer:
     def finish(self, validated: bool = False) -> dict:
         """Export the embeddings, the final validation (unless `validated`: the caller made it), then done.json
         (last: its presence means complete)."""
+        self.check_finite()
         files = save_embeddings(self.concept.embeddings(), self.concept.placeholder, self.backbone.encoders,
                                 self.run_dir / "embeddings", self.subject)
         if self.validation.enabled and not validated:
             self.validate()
+        norms = self.norms()
+        plot_training(self.run_dir / "train_log.jsonl", self.run_dir / "train_curves.png",
+                      {k: v["vocabulary_mean"] for k, v in norms.items()})
         done = {"step": self.step, "subject": self.subject, "tokens": self.concept.tokens,
                 "fingerprint": self.fingerprint, "embeddings": [str(f.relative_to(self.run_dir)) for f in files],
-                "train_seconds_this_process": round(time.perf_counter() - self.started, 3), **self.done_record}
+                "norms": norms, "threads": torch.get_num_threads(),
+                "train_seconds_this_process": round(time.perf_counter() - self.started, 3),
+                **self.done_record}
         io.write_json(self.run_dir / "done.json", done)
         return done
+
+    @torch.no_grad()
+    def norms(self) -> dict[str, dict[str, float]]:
+        """Per encoder: the mean norm of the learned rows and of the vocabulary rows the tokenizer can produce."""
+        out = {}
+        for slot in self.backbone.encoders:
+            vocabulary = slot.input_embeddings().weight[: slot.num_vocab_rows].float().norm(dim=-1).mean()
+            rows = self.concept.tables[slot.key].embeddings().norm(dim=-1).mean()
+            out[slot.key] = {"embedding": round(rows.item(), 6), "vocabulary_mean": round(vocabulary.item(), 6)}
+        return out
 
     def prepare(self) -> dict:
         """What every step reuses: cached latents and pre-tokenised prompt templates (on the device)."""
@@ -214,8 +275,10 @@ class Trainer:
         return {"ids": [ids[template_idx] for ids in prepared["token_ids"]], "noisy": noisy, "t": t,
                 "target": target, "extras": extras, "augment": augment}
 
-    def apply_update(self, grad_norms: bool) -> dict | None:
-        """The optimizer step on the accumulated gradients; ‖g‖ per encoder first, if asked."""
+    def apply_update(self, loss: torch.Tensor, grad_norms: bool) -> dict | None:
+        """The optimizer step on the accumulated gradients of a step whose mean loss is `loss`; ‖g‖ per encoder
+        first, if asked. Non-finite values are recorded on the device (Health), not synced here."""
+        self.health.update(self.step, loss, [t.weight.grad for t in self.concept.tables.values()])
         grads = {k: tab.grad_norm() for k, tab in self.concept.tables.items()} if grad_norms else None
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -234,20 +297,20 @@ class Trainer:
                                       {k: v[part] for k, v in d["extras"].items()})
             (loss * (len(part) / batch)).backward()
             loss_sum += loss.detach() * (len(part) / batch)
-        return loss_sum, self.apply_update(grad_norms)
+        return loss_sum, self.apply_update(loss_sum, grad_norms)
 
     def _due(self, every: int) -> bool:
         return self.step % every == 0 or self.step == self.settings.steps
 
     def _log(self, loss: torch.Tensor, stats: dict, bar) -> None:
-        record = {"step": self.step, "loss": loss.item()}
+        record = {"step": self.step, "loss": _finite_or_none(loss.item())}
         for key, values in stats.items():
             for name, value in values.items():
-                record[f"{key}/{name}"] = value.item()
+                record[f"{key}/{name}"] = _finite_or_none(value.item())
         if bar is not None:
             bar.set_postfix(loss=f"{record['loss']:.4f}")
         with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:  # append-only log, one line each
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
         self.logger.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=self.step)
 
     def validation_prompts(self) -> tuple[list[str], list[int]]:

@@ -76,9 +76,9 @@ def test_fresh_stock_pipeline_reproduces_the_training_prompt_encoding(train_run,
 def stock_encoding(pipe, model, prompt, instruction=None):
     if model == "tiny_sana":
         embeds, mask, _, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device="cpu",
-                                                max_sequence_length=32, complex_human_instruction=instruction)
+                                                max_sequence_length=128, complex_human_instruction=instruction)
         return embeds, mask
-    embeds, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device="cpu", max_sequence_length=32)
+    embeds, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device="cpu", max_sequence_length=128)
     return embeds, None
 
 
@@ -89,7 +89,7 @@ def test_sana_instruction_is_one_value_used_where_configured(train_run):
                                     "model.instruction_stages=[sample]")  # the official train/sample mismatch
     b = trainer.backbone
     train_ids, sample_ids = b.tokenize(["a photo of a <toy>"])[0], b.tokenize(["a photo of a <toy>"], True)[0]
-    assert train_ids.shape[1] == 32 and sample_ids.shape[1] > 32
+    assert train_ids.shape[1] == 128 and sample_ids.shape[1] > 128
     pipe = SanaPipeline.from_pretrained(tiny_path("tiny_sana"))
     dti.load_embeddings(pipe, run_dir)
     with torch.no_grad():

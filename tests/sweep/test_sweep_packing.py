@@ -138,7 +138,7 @@ def test_packing_plans_each_run_directory_once_and_survives_bad_jobs_and_items(t
     monkeypatch.setattr(Trainer, "after_step", lambda self, *a, **k: steps.append(self.run_dir.name) or
                         real_after_step(self, *a, **k))
     shared = tmp_path / "shared"  # two jobs whose settings differ only outside the directory name
-    broken = tmp_path / "broken"  # a checkpoint that cannot be read: this item fails, its pack goes on
+    broken = tmp_path / "broken"  # its only checkpoint is unreadable: it starts over, packed with the others
     (broken / "checkpoints").mkdir(parents=True)
     (broken / "checkpoints" / "step_000002.pt").write_bytes(b"not a checkpoint")
     jobs = [(compose_cfg([*COMMON, "data.subject=toy", "train.checkpoint_every=1"]), shared),
@@ -148,8 +148,8 @@ def test_packing_plans_each_run_directory_once_and_survives_bad_jobs_and_items(t
             (compose_cfg([*COMMON, "data.subject=toy", "kappa=0"]), broken),
             (compose_cfg([*COMMON, "data.subject=ball"]), tmp_path / "ball")]
     pack_sweep(jobs, 4, build.BackboneCache(), "launch")
-    assert sorted(steps) == ["ball"] * 3 + ["shared"] * 3  # trained once each; "bad" and "broken" left out
-    assert not (tmp_path / "bad").exists() and not (broken / "done.json").exists()
+    assert sorted(steps) == ["ball"] * 3 + ["broken"] * 3 + ["shared"] * 3  # trained once each; "bad" left out
+    assert not (tmp_path / "bad").exists() and (broken / "done.json").exists()
     with pytest.raises(Exception, match="no/such/file"):  # the bad job reports its own error when it runs
         job.run(jobs[2][0], tmp_path / "bad")
 

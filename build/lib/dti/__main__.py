@@ -1,0 +1,5 @@
+"""`python -m dti ...` is `python launch.py ...`."""
+
+from dti.run.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""Diffusion training objectives, shared by backbones. Each draws (timestep, noise) from the trainer's generator."""
+
+from __future__ import annotations
+
+import torch
+
+from dti.core.errors import InputError
+
+
+def mse(prediction: torch.Tensor, target: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
+    """Mean squared error over everything, or per sample (packed concepts each need their own)."""
+    error = (prediction - target).square()
+    return error.flatten(1).mean(dim=1) if per_sample else error.mean()
+
+
+class NoisePrediction:
+    """DDPM objective: x_t = sqrt(ᾱ_t)·x0 + sqrt(1-ᾱ_t)·ε with t uniform over the training timesteps.
+
+    Target ε for `epsilon` checkpoints (SDXL base) or v = sqrt(ᾱ)·ε − sqrt(1-ᾱ)·x0 for `v_prediction`.
+    ᾱ lives on the training device so the step needs no host round trip.
+    """
+
+    def __init__(self, alphas_cumprod: torch.Tensor, prediction_type: str, device: torch.device):
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+        self.alphas_cumprod = alphas_cumprod.to(device=device, dtype=torch.float32)
+        self.prediction_type = prediction_type
+
+    def __call__(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (noisy input, timesteps, target), all float32 except the integer timesteps."""
+        x0 = x0.float()
+        t = torch.randint(0, len(self.alphas_cumprod), (x0.shape[0],), generator=generator, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        a = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        target = noise if self.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        return noisy, t, target
+
+
+class FlowMatching:
+    """Rectified-flow objective (SANA, Wan): x_t = (1−σ)·x0 + σ·ε, target ε − x0, MSE.
+
+    σ and the model's timestep come from a uniformly drawn index into a `FlowMatchEulerDiscreteScheduler`'s
+    training schedule (its `shift` bends σ toward noise; 1.0 keeps σ uniform).
+    """
+
+    def __init__(self, timesteps: torch.Tensor, sigmas: torch.Tensor, device: torch.device):
+        self.timesteps = timesteps.to(device=device, dtype=torch.float32)
+        self.sigmas = sigmas[: len(timesteps)].to(device=device, dtype=torch.float32)
+
+    def __call__(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x0 = x0.float()
+        idx = torch.randint(0, len(self.timesteps), (x0.shape[0],), generator=generator, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        sigma = self.sigmas[idx].view(-1, *([1] * (x0.dim() - 1)))
+        return (1 - sigma) * x0 + sigma * noise, self.timesteps[idx], noise - x0
+
+    @classmethod
+    def from_scheduler_config(cls, config: dict, shift: float, device: torch.device) -> FlowMatching:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        if not (isinstance(shift, (int, float)) and shift > 0):
+            raise InputError("model.train_shift", shift, "must be a number > 0 (1 keeps sigma uniform)")
+
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=config.get("num_train_timesteps", 1000),
+                                                    shift=shift)
+        return cls(scheduler.timesteps, scheduler.sigmas, device)

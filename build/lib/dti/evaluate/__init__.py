@@ -1,0 +1,1 @@
+"""After training: the prompt sets, protocol sampling with the trained concept, and the scores of the samples."""

@@ -1,0 +1,56 @@
+"""Embedding files: the learned rows in the formats other tools read.
+
+Per encoder: `embeddings/<diffusers_file>` = `{placeholder: [n, d]}` (diffusers `load_textual_inversion`), and one
+`embeddings/<subject>.safetensors` = `{<encoder key>: [n, d], ...}` (A1111 / ComfyUI layout, e.g. SDXL's
+`clip_l` and `clip_g`). All float32, each row the final embedding m*·v.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from dti.core import io
+from dti.core.errors import NonFiniteError
+from dti.method.slots import TextEncoderSlot
+
+
+def save_embeddings(rows: dict[str, torch.Tensor], placeholder: str, encoders: list[TextEncoderSlot], folder: Path,
+                    subject: str) -> list[Path]:
+    """Write `rows` ({encoder key: [n, d]}) in every format; returns the files written. Rows that are not finite
+    are refused before anything is written."""
+    for key, value in rows.items():
+        if not torch.isfinite(value).all():
+            raise NonFiniteError(f"the learned {key} rows are not finite (NaN or inf): no embedding file written")
+    files = []
+    for slot in encoders:
+        files.append(Path(folder) / slot.diffusers_file)
+        io.save_safetensors(files[-1], {placeholder: rows[slot.key]})
+    files.append(Path(folder) / f"{subject}.safetensors")
+    io.save_safetensors(files[-1], {slot.key: rows[slot.key] for slot in encoders})
+    return files
+
+
+def read_token_file(path: Path) -> tuple[str, torch.Tensor]:
+    """The (token, [n, d] tensor) of a diffusers-format embedding file."""
+    state = load_file(str(path))
+    if len(state) != 1:
+        raise ValueError(f"{path}: expected one token, found keys {sorted(state)}")
+    return next(iter(state.items()))
+
+
+def add_tokens(tokenizer, text_encoder, token: str, rows: torch.Tensor) -> list[str]:
+    """Add `token` (`token`, `token_1`, … for several rows) to a tokenizer and write its rows into the encoder's
+    embedding table, growing the table only where the new ids do not fit (UMT5's table has spare rows)."""
+    tokens = [token] + [f"{token}_{i}" for i in range(1, rows.shape[0])]
+    if tokenizer.add_tokens(tokens) != len(tokens):
+        raise ValueError(f"{token} (or one of its _N tokens) is already in the tokenizer")
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    if max(ids) >= text_encoder.get_input_embeddings().num_embeddings:
+        text_encoder.resize_token_embeddings(max(ids) + 1, mean_resizing=False)  # the rows are set just below
+    weight = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        weight[torch.tensor(ids, device=weight.device)] = rows.to(weight.device, weight.dtype)
+    return tokens

@@ -1,0 +1,244 @@
+"""The one place that turns a composed config into objects. Components below take plain typed arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dti.backbones.base import Backbone
+from dti.core import checks
+from dti.core.errors import InputError
+from dti.evaluate.prompts import PromptSet
+from dti.evaluate.sampler import SamplerSettings
+from dti.evaluate.scorers import Evaluator
+from dti.method.concept import Concept, ConceptEmbedding, add_concept, check_fits
+from dti.method.magnitude import Magnitude
+from dti.method.optim import MAX_LR
+from dti.offline.random_weights import random_pretrained
+from dti.run.identity import fingerprint
+from dti.run.loggers import NullLogger
+from dti.train.data import Subject
+from dti.train.settings import TrainSettings
+from dti.train.templates import TEMPLATES
+from dti.train.trainer import Trainer
+
+STAGES = ("train", "sample", "evaluate")
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate(node, **kwargs):
+    """hydra.utils.instantiate, but bad input raised by a target surfaces as itself, not wrapped by Hydra."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, InputError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def check_scalars(cfg: DictConfig) -> None:
+    """The optimizer's own numbers, as the optimizer will get them, before anything is loaded or written: the
+    prior strength is checked where it is used (`optimizer.kappa`, which reads the top-level `kappa`)."""
+    kappa = OmegaConf.select(cfg, "optimizer.kappa")
+    field = "kappa" if OmegaConf.is_interpolation(cfg.optimizer, "kappa") else "optimizer.kappa"
+    checks.number(field, kappa, minimum=0, maximum=1e3)
+    checks.number("optimizer.lr", OmegaConf.select(cfg, "optimizer.lr"), minimum=0, maximum=MAX_LR, open_min=True)
+
+
+def _settings(cls, node: DictConfig):
+    """A settings dataclass from its config node (typed by the schema; its __post_init__ checks the ranges)."""
+    values = OmegaConf.to_container(node, resolve=True)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"{cls.__name__}", unknown[0], f"unknown setting (known: {', '.join(sorted(known))})")
+    return cls(**values)
+
+
+def subject_names(cfg: DictConfig) -> list[str]:
+    """data.subject: one name, a list of names, or "all" (every subject of the data source's table)."""
+    value = cfg.data.subject
+    if OmegaConf.is_list(value):
+        names = [str(v) for v in value]
+    elif str(value) == "all":
+        if "subjects" not in cfg.data:
+            raise InputError("data.subject", "all", "needs a data source with a subject table (data=dreambooth)")
+        names = list(cfg.data.subjects)
+    else:
+        names = [str(value)]
+    if not names or len(set(names)) != len(names):
+        raise InputError("data.subject", names, "must name at least one subject, each once")
+    return names
+
+
+def build_subjects(cfg: DictConfig) -> list[Subject]:
+    """Every subject of the job, images read and checked, before any model is loaded."""
+    names = subject_names(cfg)
+    if len(names) > 1 and "subjects" not in cfg.data:
+        raise InputError("data.subject", names, "a list of subjects needs a subject table (data=dreambooth)")
+    return [_instantiate(cfg.data, subject=name) for name in names]
+
+
+def build_subject(cfg: DictConfig) -> Subject:
+    return build_subjects(cfg)[0]
+
+
+def build_magnitude(cfg: DictConfig) -> Magnitude:
+    return _instantiate(cfg.magnitude)
+
+
+def build_optimizer_factory(cfg: DictConfig):
+    return _instantiate(cfg.optimizer)  # a partial: the parameters come from the concept
+
+
+def check_compatible(magnitude: Magnitude, optimizer_factory) -> None:
+    unit_rows = getattr(optimizer_factory.func, "keeps_unit_rows", None)
+    if unit_rows is not None and unit_rows != magnitude.fixed:
+        if magnitude.fixed:
+            raise InputError("optimizer", optimizer_factory.func.__name__, "learns the norm, so it needs "
+                             "magnitude=none (plain TI); with a fixed magnitude use optimizer=rsgd or adamw_proj")
+        raise InputError("magnitude", "none", f"{optimizer_factory.func.__name__} keeps rows on the unit sphere; "
+                         "it needs a fixed magnitude (mean, min, max, float, init)")
+
+
+def model_key(cfg: DictConfig) -> str:
+    """Jobs with equal keys can share one loaded backbone."""
+    return json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True, default=str)
+
+
+class BackboneCache:
+    """The loaded backbone shared by jobs that run one after another in one process (a sweep's jobs under the
+    packed launcher, which creates the cache and hands it to each job): jobs with the same model settings get
+    the same backbone. One model is kept at a time."""
+
+    def __init__(self):
+        self.key: str | None = None
+        self.backbone: Backbone | None = None
+
+    def get(self, cfg: DictConfig) -> Backbone:
+        key = model_key(cfg)
+        if key != self.key:
+            self.key = self.backbone = None  # drop the previous model before loading the next
+            self.backbone, self.key = _load_backbone(cfg), key
+        if any(isinstance(slot.input_embeddings(), ConceptEmbedding) for slot in self.backbone.encoders):
+            raise RuntimeError("a shared backbone still carries a concept: the job before did not remove it")
+        return self.backbone
+
+
+def build_backbone(cfg: DictConfig, cache: BackboneCache | None = None) -> Backbone:
+    """The configured backbone: loaded, or taken from `cache` when one is given."""
+    return cache.get(cfg) if cache is not None else _load_backbone(cfg)
+
+
+def _load_backbone(cfg: DictConfig) -> Backbone:
+    # name is a label; random_init swaps the checkpoint for a random-weight build of the same architecture
+    node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k not in ("name", "random_init")])
+    if cfg.model.get("random_init"):
+        node.pretrained = str(random_pretrained(cfg.model.name))
+    log.info("loading %s", cfg.model.name)
+    try:
+        return _instantiate(node)
+    except (InstantiationException, OSError) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        if not isinstance(cause, OSError):  # missing files, unreachable hub: the user's input; anything else: a bug
+            raise
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise InputError("model.pretrained", cfg.model.get("pretrained", cfg.model.name),
+                         f"cannot be loaded ({first_line})") from None
+
+
+def concept_placeholder(cfg: DictConfig, subject: Subject) -> str:
+    return cfg.placeholder or f"<{subject.name}>"
+
+
+def build_concept(cfg: DictConfig, subject: Subject, backbone: Backbone | None = None,
+                  stand_in: str | None = None) -> tuple[Backbone, Concept]:
+    """The backbone (loaded unless given: one load serves every subject of a job) with the subject's concept
+    token added to every text encoder (`stand_in`: see dti.method.concept.add_concept)."""
+    backbone = backbone or build_backbone(cfg)
+    concept = add_concept(backbone.encoders, concept_placeholder(cfg, subject), subject.initializer,
+                          build_magnitude(cfg), cfg.num_vectors, stand_in)
+    for key, table in concept.tables.items():
+        log.info("%s: tokens %s from initializer %r, |e| %s", key, concept.tokens, subject.initializer,
+                 [round(x, 4) for x in table.embeddings().norm(dim=-1).tolist()])
+    return backbone, concept
+
+
+def check_training(cfg: DictConfig) -> TrainSettings:
+    """Everything about training that can be checked before a model is loaded."""
+    check_scalars(cfg)
+    check_compatible(build_magnitude(cfg), build_optimizer_factory(cfg))
+    checks.integer("seed", cfg.seed, minimum=0, maximum=2**63 - 1)
+    return _settings(TrainSettings, cfg.train)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: Concept, subject: Subject,
+                  logger=None) -> Trainer:
+    settings = check_training(cfg)
+    check_fits(concept, backbone.encoders, TEMPLATES[settings.templates], "train.templates")
+    if settings.validation.enabled:
+        check_fits(concept, backbone.encoders, settings.validation.prompts, "train.validation.prompts")
+    optimizer = build_optimizer_factory(cfg)(concept.param_groups())
+    return Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, run_dir,
+                   logger or NullLogger(), seed=cfg.seed, fingerprint=fingerprint(cfg, subject))
+
+
+def check_resolutions(cfg: DictConfig, backbone: Backbone, stages: list[str]) -> None:
+    """Image sizes the loaded backbone can take, checked before any stage writes anything."""
+    multiple = backbone.resolution_multiple
+    sizes = []
+    if "train" in stages:
+        train = check_training(cfg)
+        sizes += [("train.resolution", train.resolution), *(("train.validation.resolution", x)
+                                                            for x in train.validation.size())]
+    if "sample" in stages:
+        sizes += [("sampler.height", cfg.sampler.height), ("sampler.width", cfg.sampler.width)]
+    for field, value in sizes:
+        if value % multiple:
+            raise InputError(field, value, f"must be a multiple of {multiple} for {cfg.model.name}")
+
+
+def check_stages(cfg: DictConfig) -> list[str]:
+    stages = list(cfg.stage) if OmegaConf.is_list(cfg.stage) else [str(cfg.stage)]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise InputError("stage", stages, f"choose one or more of {', '.join(STAGES)}, e.g. stage=[sample,evaluate]")
+    return [s for s in STAGES if s in stages]  # always in pipeline order
+
+
+def build_sampler_settings(cfg: DictConfig) -> SamplerSettings:
+    return _settings(SamplerSettings, cfg.sampler)
+
+
+def build_prompt_set(cfg: DictConfig, subject: Subject) -> PromptSet:
+    return _instantiate(cfg.prompts)(live=subject.live)
+
+
+def build_evaluator(cfg: DictConfig) -> Evaluator:
+    return _instantiate(cfg.evaluator)
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """model, method, optimizer, magnitude and kappa of a run, for grouping on dashboards."""
+    def short(target: str) -> str:
+        return target.rsplit(".", 1)[-1]
+
+    magnitude = OmegaConf.select(cfg, "magnitude.statistic") or short(cfg.magnitude._target_)
+    return [f"model={cfg.model.name}", f"method={cfg.method.name}", f"optimizer={short(cfg.optimizer._target_)}",
+            f"magnitude={magnitude}", f"kappa={cfg.optimizer.kappa}"]
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, stages: list[str] | None = None, subject: str | None = None):
+    factory = _instantiate(cfg.logger)  # a partial: the run directory and the resolved config come from here
+    return factory(run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True),
+                   job_type="+".join(stages or ["train"]), default_tags=run_tags(cfg))

@@ -1,0 +1,50 @@
+"""The config schema, registered with Hydra's ConfigStore as `dti_schema` (the base of conf/launch.yaml): every
+top-level key with its type, and the typed `train:` and `sampler:` nodes. An unknown key (`+kapa=0`) or a value of
+the wrong type (`seed=abc`) is refused when the config is composed. The group nodes (model, data, optimizer,
+...) differ per option; their targets check their own arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from dti.evaluate.sampler import SamplerSettings
+from dti.train.settings import TrainSettings
+
+
+@dataclass
+class MethodInfo:
+    name: str = "dti"  # the method file's name (conf/method/<name>.yaml): the report keys paper rows by it
+    label: str = "DTI"  # how reports name it
+
+
+@dataclass
+class LaunchConfig:
+    stage: Any = field(default_factory=lambda: ["train", "sample", "evaluate"])  # one stage, or a list of them
+    seed: int = 42
+    kappa: float = 1.0e-4
+    placeholder: str | None = None
+    num_vectors: int | None = None
+    label: str | None = None  # the run's row in reports; None: the method's label
+    recipe: str = "official"
+    sweep_name: str = "default"
+    pack: int = 1  # concepts per batch (dti.run.packing): a job's subjects, or the concepts of a sweep's jobs
+    wait_for_lock: bool = False  # another process holds the run directory: wait for it instead of stopping
+    method: MethodInfo = field(default_factory=MethodInfo)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    model: Any = None
+    data: Any = None
+    optimizer: Any = None
+    magnitude: Any = None
+    prompts: Any = None
+    evaluator: Any = None
+    logger: Any = None
+
+
+def register_schema(schema: type = LaunchConfig) -> None:
+    """Make `schema` the base of conf/launch.yaml. Commands with settings of their own (python -m dti.bench)
+    register a subclass that adds their node."""
+    ConfigStore.instance().store(name="dti_schema", node=schema)

@@ -1,0 +1,156 @@
+"""Every setting of a job, checked before any stage runs and before anything is loaded or written: the schema's
+keys, each group's arguments (built without loading a model), the data source (without reading the photos), the
+prompt sets, the evaluator's settings, the model's device and checkpoint. Each problem is one `InputError` line.
+
+`launch.py` runs these checks on every job of a command before Hydra creates a directory (dti.run.cli); a job runs
+them again when it starts, so an in-process call gets the same promise."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dti.core import checks
+from dti.core.errors import InputError
+from dti.core.runtime import resolve_device, resolve_dtype
+from dti.evaluate.scorers import check_settings as check_evaluator_settings
+from dti.offline.random_weights import MODELS as RANDOM_MODELS
+from dti.run.build import (
+    _instantiate,
+    build_magnitude,
+    build_optimizer_factory,
+    build_sampler_settings,
+    check_stages,
+    check_training,
+    subject_names,
+)
+
+MAX_VECTORS = 74  # a concept must fit CLIP's 77-token context with BOS, EOS and at least one word
+
+
+def check_keys(node: DictConfig, prefix: str = "") -> None:
+    """Keys the schema does not know (a typo added with `+`, e.g. `+kapa=0`), in every typed node."""
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    known = {f.name for f in dataclasses.fields(schema)}
+    for key in node:
+        if key == "hydra" and not prefix:  # Hydra's own node, when the config was composed with it
+            continue
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(sorted(known))})"
+            raise InputError(f"{prefix}{key}", OmegaConf.select(node, str(key)), f"unknown key{hint}")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            check_keys(child, f"{prefix}{key}.")
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or os.path.exists(os.path.expanduser(name))
+
+
+def check_checkpoint(field: str, name: str | None, marker: str) -> None:
+    """A local folder must hold `marker`; a hub id must be in the local cache when the hub is offline."""
+    if not name:
+        return
+    if _looks_local(name):
+        if not (Path(os.path.expanduser(name)) / marker).is_file():
+            raise InputError(field, name, f"is not a model folder (no {marker} there)")
+    elif os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, marker), str):
+            raise InputError(field, name, "is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 is set")
+
+
+def check_model(cfg: DictConfig) -> None:
+    model = cfg.model
+    device = resolve_device(str(model.get("device", "auto")))
+    resolve_dtype(str(model.get("dtype", "auto")), device)
+    if "vae_dtype" in model:
+        resolve_dtype(str(model.vae_dtype), device, "model.vae_dtype")
+    if model.get("random_init"):
+        if model.name not in RANDOM_MODELS:
+            raise InputError("model.random_init", True, f"random weights exist for {', '.join(RANDOM_MODELS)}")
+    else:
+        check_checkpoint("model.pretrained", model.get("pretrained"), "model_index.json")
+
+
+def check_concept(cfg: DictConfig) -> None:
+    placeholder = cfg.placeholder
+    if placeholder is not None and (not str(placeholder).strip() or any(c.isspace() for c in str(placeholder))):
+        raise InputError("placeholder", placeholder, "must be one word without spaces")
+    if cfg.num_vectors is not None:
+        checks.integer("num_vectors", cfg.num_vectors, minimum=1, maximum=MAX_VECTORS)
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """The optimizer built on a stand-in parameter: its own checks of lr, kappa, betas, eps, weight decay."""
+    factory = build_optimizer_factory(cfg)
+    row = torch.nn.Parameter(torch.nn.functional.normalize(torch.ones(1, 2), dim=-1))
+    factory([{"params": [row], "prior": row.detach().clone()}])
+
+
+def check_data(cfg: DictConfig) -> list[str]:
+    names = subject_names(cfg)
+    for name in names:
+        _instantiate(cfg.data, subject=name, load=False)
+    return names
+
+
+def check_required(node: DictConfig, prefix: str) -> None:
+    """Values a group's option leaves to the user (`???` in its file), e.g. prompts=file's path."""
+    for key in node:
+        if OmegaConf.is_missing(node, key):
+            raise InputError(f"{prefix}.{key}", "???", f"is required here (set {prefix}.{key}=...)")
+
+
+def check_prompts(cfg: DictConfig) -> None:
+    check_required(cfg.prompts, "prompts")
+    factory = _instantiate(cfg.prompts)
+    for live in (False, True):
+        factory(live=live)
+
+
+def _evaluator_settings(cfg: DictConfig) -> dict:
+    node = OmegaConf.to_container(cfg.evaluator, resolve=True)
+    return {k: v for k, v in node.items() if k in ("batch_size", "device", "dtype", "dinov2", "siglip", "clip")}
+
+
+def check_evaluator(cfg: DictConfig) -> None:
+    """The evaluation models can be found (a local folder, or the hub cache when offline), without loading."""
+    for key in ("dinov2", "siglip"):
+        check_checkpoint(f"evaluator.{key}", _evaluator_settings(cfg).get(key), "config.json")
+
+
+def validate_config(cfg: DictConfig) -> list[str]:
+    """Every setting the job's stages will use; returns the stages, in pipeline order."""
+    # the settings themselves first, then what they point at on this machine (models, files, folders)
+    check_keys(cfg)
+    stages = check_stages(cfg)
+    checks.integer("seed", cfg.seed, minimum=0, maximum=2**63 - 1)
+    checks.integer("pack", cfg.pack, minimum=1, maximum=1024)
+    check_concept(cfg)
+    build_magnitude(cfg)
+    if "train" in stages:
+        check_training(cfg)
+        check_optimizer(cfg)
+    if {"sample", "evaluate"} & set(stages):
+        build_sampler_settings(cfg)
+    if "evaluate" in stages:
+        check_evaluator_settings(**_evaluator_settings(cfg))
+    _instantiate(cfg.logger)
+    if "train" in stages or "sample" in stages:
+        check_model(cfg)
+    if "evaluate" in stages:
+        check_evaluator(cfg)
+    if {"sample", "evaluate"} & set(stages):
+        check_prompts(cfg)
+    check_data(cfg)
+    return stages

@@ -1,0 +1,1 @@
+"""Commands that are not the pipeline: benchmarks and the dataset download."""
