@@ -94,3 +94,11 @@ def cli(*args, cwd):
         os.chdir(previous)
         GlobalHydra.instance().clear()
     return code, out.getvalue(), err.getvalue()
+
+
+def error_lines(stderr: str) -> list[str]:
+    """What a user reads on stderr, without the progress bars (tqdm redraws its line with carriage returns)."""
+    import re
+
+    lines = [part for line in stderr.splitlines() for part in line.split("\r")]
+    return [line for line in lines if line.strip() and not re.search(r"\|\s*\d+/\d+ \[", line)]

@@ -13,7 +13,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)  # reading the umask means setting it: put it straight back
     os.umask(mask)
     return mask
@@ -21,15 +21,21 @@ def _umask() -> int:
 
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds, deletes it otherwise."""
+    """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds, deletes it otherwise.
+    A write that fails (a full disk) raises OSError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~umask())  # the writer may have made a file of its own (0600): as open() would
         os.replace(tmp, path)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

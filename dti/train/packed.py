@@ -35,8 +35,12 @@ class PackedTrainer:
             t.run_dir.mkdir(parents=True, exist_ok=True)
         prepared = {id(t): t.prepare() for t in active}
         steps = max((t.settings.steps for t in active), default=0)
-        bar = tqdm(total=steps, initial=min((t.step for t in active), default=0),
-                   desc=f"train {len(active)} packed", dynamic_ncols=True)
+        with tqdm(total=steps, initial=min((t.step for t in active), default=0),
+                  desc=f"train {len(active)} packed", dynamic_ncols=True) as bar:
+            self._loop(active, prepared, bar)
+        return {t.subject: t.done() for t in self.trainers}
+
+    def _loop(self, active: list[Trainer], prepared: dict, bar) -> None:
         while active:
             finished = [t for t in active if t.step >= t.settings.steps]  # or resumed at its last checkpoint
             self.validate([t for t in finished if t.validation.enabled])
@@ -50,8 +54,6 @@ class PackedTrainer:
             for t in active:
                 t.after_step(validate=False)
             self.validate([t for t in active if t.validation_due()])
-        bar.close()
-        return {t.subject: t.done() for t in self.trainers}
 
     def validate(self, trainers: list[Trainer]) -> None:
         """The validation grids of `trainers`, with the images of all concepts that share validation settings made

@@ -186,13 +186,13 @@ class Trainer:
             return self.done()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         prepared = self.prepare()
-        bar = tqdm(total=self.settings.steps, initial=self.step, desc=f"train {self.subject}", dynamic_ncols=True)
-        while self.step < self.settings.steps:
-            self.step += 1
-            self.last_loss, self.last_grads = self.train_step(prepared, grad_norms=self.logging_due())
-            bar.update(1)
-            self.after_step(bar)
-        bar.close()
+        with tqdm(total=self.settings.steps, initial=self.step, desc=f"train {self.subject}",
+                  dynamic_ncols=True) as bar:  # closed on an error too, so the error line starts a line
+            while self.step < self.settings.steps:
+                self.step += 1
+                self.last_loss, self.last_grads = self.train_step(prepared, grad_norms=self.logging_due())
+                bar.update(1)
+                self.after_step(bar)
         return self.finish()
 
     def logging_due(self) -> bool:

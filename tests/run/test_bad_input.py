@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import cli
+from helpers import cli, error_lines
 from PIL import Image
 
 BASE = ["model=tiny_sdxl", "data=synthetic", "prompts=complex", "evaluator=tiny", "train.steps=2",
@@ -113,7 +113,7 @@ CASES = {  # id: (overrides, the field the one line must name)
 def test_bad_input_is_one_line_exit_2_and_no_files(tmp_path, case):
     overrides, field = CASES[case]
     code, _, err = cli(*BASE, *overrides, cwd=tmp_path)
-    lines = [line for line in err.splitlines() if line.strip() and "warn" not in line.lower()]
+    lines = [line for line in error_lines(err) if "warn" not in line.lower()]
     assert code == 2, err[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: ") and field in lines[0], err[-2000:]
     assert "Traceback" not in err
@@ -125,7 +125,7 @@ def test_bad_input_is_one_line_exit_2_and_no_files(tmp_path, case):
 def test_bad_photos_are_named_in_one_line(tmp_path, case, write):
     folder = folder_with(tmp_path, case, write)
     code, _, err = cli(*BASE, "data=folder", f"data.path={folder}", "data.class_word=cat", cwd=tmp_path)
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: data.path="), err[-2000:]
     assert not (tmp_path / "outputs").exists()
 

@@ -76,14 +76,16 @@ MAX_VALUE = 40  # longer values are shortened in names (a folder name has at mos
 def run_name(overrides) -> str:
     """The run directory's name from the command line's overrides: those of concept keys whose values are not
     paths, sorted (a long value shortened to its start and a hash); "default" when there are none."""
-    kept = []
-    for override in overrides:
+    kept = {}
+    for override in overrides:  # a key given twice counts once, with its last value (as Hydra applies it)
         key, _, value = str(override).partition("=")
         if is_concept_key(key) and "/" not in value:
             if len(value) > MAX_VALUE:
                 value = f"{value[:24]}~{hashlib.sha1(value.encode()).hexdigest()[:8]}"
-            kept.append(f"{key}={value}")
-    return ",".join(sorted(kept)) or "default"
+            kept[key] = f"{key}={value}"
+        elif is_concept_key(key):
+            kept.pop(key, None)
+    return ",".join(sorted(kept.values())) or "default"
 
 
 def concept_settings(cfg: DictConfig) -> dict:
