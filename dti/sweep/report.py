@@ -38,11 +38,13 @@ def split_name(name: str) -> list[str]:
     return [p for p in re.split(r",(?=[+~]*[\w./@-]+=)", name) if "=" in p]
 
 
-def row_key(config: dict, job_name: str) -> str:
-    """`<method>` or `<method> [<what else tells the run apart>]` (see the module's docstring)."""
+def row_key(config: dict, job_name: str, shared: frozenset = frozenset()) -> str:
+    """`<method>` or `<method> [<what else tells the run apart>]` (see the module's docstring); overrides every
+    run of the folder shares (`shared`, e.g. a sweep's common train.steps=500) tell nothing apart and are left
+    out."""
     method = config.get("method")
     name = method.get("name") if isinstance(method, dict) else (method or "?")
-    extras = [p for p in split_name(job_name) if not p.startswith(NOT_ROW_PARTS)]
+    extras = [p for p in split_name(job_name) if not p.startswith(NOT_ROW_PARTS) and p not in shared]
     rescale = str((config.get("sampler") or {}).get("rescale", "none"))
     if rescale != "none":
         extras.append(f"rescale={rescale}")
@@ -58,14 +60,17 @@ def row_label(config: dict, key: str) -> str:
 
 def collect(folder: Path) -> list[dict]:
     """One record per (run directory, sample tag) with a complete metrics.json."""
-    records = []
+    found = []
     for path in sorted(Path(folder).rglob("samples/*/metrics.json")):
         metrics = read_json(path)
         if not metrics or "subject" not in metrics:
             continue  # unreadable (a torn write): its run scores again when re-run
-        config = metrics.get("config") or {}
-        run = path.parent.parent.parent
-        key = row_key(config, run.parent.name)
+        found.append((path, metrics, metrics.get("config") or {}, path.parent.parent.parent))
+    names = [set(split_name(run.parent.name)) for _, _, _, run in found]
+    shared = frozenset(set.intersection(*names)) if len(names) > 1 else frozenset()
+    records = []
+    for path, metrics, config, run in found:
+        key = row_key(config, run.parent.name, shared)
         records.append({
             "key": key, "label": row_label(config, key), "backbone": (config.get("model") or {}).get("name", "?"),
             "subject": metrics["subject"], "image": metrics.get("image_sim"),
