@@ -9,7 +9,6 @@ from already-loaded components for validation. Adding a backbone = one module im
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +16,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from dti.backbones.latents import LatentCache, build_cache, pixels_to_encode
 from dti.core.errors import InputError
 from dti.method.formats import add_tokens, read_token_file
 from dti.method.slots import TextEncoderSlot
-
-
-@dataclass
-class LatentCache:
-    """Per-image latent statistics, computed once: the VAE is never run in the training loop.
-
-    `std` is None when the backbone's VAE is deterministic or when sampling is disabled; otherwise each step
-    draws `mean + std * noise`, as re-encoding the image every step would.
-    """
-
-    mean: torch.Tensor  # (N, C, ...) on the training device
-    std: torch.Tensor | None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-image conditioning, e.g. SDXL time ids
-
-    def __len__(self) -> int:
-        return self.mean.shape[0]
-
-    def draw(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        mean = self.mean[index]
-        if self.std is not None:
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-            mean = mean + self.std[index] * noise
-        return mean, {k: v[index] for k, v in self.extras.items()}
 
 
 class Backbone:
@@ -68,8 +45,25 @@ class Backbone:
         if compile:
             denoiser.compile(fullgraph=False, dynamic=False)
 
-    def cache_latents(self, images: list[Image.Image], resolution: int, flip: bool) -> LatentCache:
+    # pixels per latent (the VAE's downsampling): random crops move on this grid; set by each adapter
+    latent_factor: int = 8
+
+    def encode_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, 3, H, W) in [-1, 1] -> the latent posterior's (mean, std) as the denoiser sees it (scaled,
+        normalised); std None for a deterministic VAE."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def cache_latents(self, images: list[Image.Image], resolution: int, flip: bool, crop: str = "center",
+                      sample: bool = True) -> LatentCache:
+        """Every training image encoded once (dti.backbones.latents): its centre crop, or the whole resized image
+        for random crops; `sample=False` keeps the posterior's mean only."""
+        samples = pixels_to_encode(images, resolution, flip, crop, self.latent_factor)
+        encoded = []
+        for pixels, _, _ in samples:
+            mean, std = self.encode_pixels(pixels[None].to(self.device))
+            encoded.append((mean.float(), std.float() if std is not None and sample else None))
+        return build_cache(encoded, samples, resolution, self.latent_factor, crop == "random", self.device)
 
     def tokenize(self, prompts: list[str], sampling: bool = False) -> list[torch.Tensor]:
         """Token ids of each prompt for each encoder (padded to the encoder's length), on `self.device`.
@@ -104,6 +98,10 @@ class Backbone:
 
     # -- sampling with the components already in memory ------------------------------------------------------
     pipeline_class: type | None = None  # the stock diffusers pipeline of this backbone
+
+    def embedding_metadata(self) -> dict[str, str]:
+        """What a stock pipeline needs to know to condition as training did, kept in the embedding files."""
+        return {}
 
     @classmethod
     def load_into_pipeline(cls, pipe, folder: Path, token: str | None = None) -> list[str]:

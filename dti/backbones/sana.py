@@ -10,13 +10,12 @@ from transformers import AutoTokenizer, Gemma2Model
 
 from dti.backbones.base import (
     Backbone,
-    LatentCache,
     TextEncoderSlot,
     check_tokenizer_size,
     load_scheduler_config,
     sampling_scheduler,
 )
-from dti.backbones.images import prepare, to_pil
+from dti.backbones.images import to_pil
 from dti.backbones.objectives import FlowMatching, mse
 from dti.core.errors import InputError
 from dti.core.runtime import resolve_device, resolve_dtype
@@ -75,15 +74,12 @@ class SanaBackbone(Backbone):
                                          max_sequence_length, len(self.tokenizer), _sana_preprocess)]
         check_tokenizer_size(self.encoders[0], pretrained)
         self.vae_scale = self.vae.config.scaling_factor
-        self.resolution_multiple = (2 ** (len(self.vae.config.encoder_block_out_channels) - 1)
-                                    * self.transformer.config.patch_size)
+        self.latent_factor = 2 ** (len(self.vae.config.encoder_block_out_channels) - 1)
+        self.resolution_multiple = self.latent_factor * self.transformer.config.patch_size
 
-    @torch.no_grad()
-    def cache_latents(self, images, resolution, flip):
-        pixels = [px for px, _, _ in prepare(images, resolution, flip)]
-        latents = [self.vae.encode(chunk.to(self.device, self.vae_dtype)).latent.float() * self.vae_scale
-                   for chunk in torch.stack(pixels).split(4)]
-        return LatentCache(torch.cat(latents), None)  # DC-AE is deterministic: no posterior to sample
+    def encode_pixels(self, pixels):
+        # DC-AE is deterministic: no posterior to sample
+        return self.vae.encode(pixels.to(self.device, self.vae_dtype)).latent * self.vae_scale, None
 
     # -- conditioning: SanaPipeline.encode_prompt, with the instruction where the config asks for it ------------
     def tokenize(self, prompts, sampling=False):

@@ -11,21 +11,20 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from PIL import Image
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from dti.backbones.base import (
     Backbone,
-    LatentCache,
     TextEncoderSlot,
     check_tokenizer_size,
     load_scheduler_config,
     sampling_scheduler,
 )
-from dti.backbones.images import prepare, to_pil
+from dti.backbones.images import to_pil
 from dti.backbones.objectives import NoisePrediction, mse
+from dti.core import checks
 from dti.core.runtime import resolve_device, resolve_dtype
-from dti.method.formats import read_token_file
+from dti.method.formats import file_metadata, read_token_file
 
 
 def use_eos_pooling(text_encoder: torch.nn.Module, eos_token_id: int) -> None:
@@ -39,13 +38,23 @@ def use_eos_pooling(text_encoder: torch.nn.Module, eos_token_id: int) -> None:
     text_encoder.text_model.eos_token_id = eos_token_id
 
 
+POOLINGS = ("eos", "placeholder")
+
+
+def time_ids(extras: dict[str, torch.Tensor]) -> torch.Tensor:
+    """SDXL's micro-conditioning per sample: original size, crop top-left (in resized pixels), target size."""
+    return torch.cat([extras["original_size"], extras["crop_top_left"], extras["target_size"]], dim=-1)
+
+
 class SDXLBackbone(Backbone):
     name = "sdxl"
 
     def __init__(
         self, pretrained: str, revision: str | None = None, variant: str | None = None, vae: str | None = None,
         device: str = "auto", dtype: str = "auto", vae_dtype: str = "float32", compile: bool = False,
+        pooling: str = "eos",
     ):
+        self.pooling = checks.choice("model.pooling", pooling, POOLINGS)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.vae_dtype = resolve_dtype(vae_dtype, self.device, "model.vae_dtype")
@@ -77,31 +86,24 @@ class SDXLBackbone(Backbone):
         for slot in self.encoders:
             check_tokenizer_size(slot, pretrained, exact=True)
         self.vae_scale = self.vae.config.scaling_factor
-        self.resolution_multiple = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.resolution_multiple = self.latent_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     # -- data -----------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def cache_latents(self, images: list[Image.Image], resolution: int, flip: bool) -> LatentCache:
-        pixels, time_ids = [], []
-        for px, (h, w), (top, left) in prepare(images, resolution, flip):
-            pixels.append(px)
-            # SDXL micro-conditioning: original size, crop top-left, target size
-            time_ids.append(torch.tensor([h, w, top, left, resolution, resolution], dtype=torch.float32))
-        means, stds = [], []
-        for chunk in torch.stack(pixels).split(4):
-            dist = self.vae.encode(chunk.to(self.device, self.vae_dtype)).latent_dist
-            means.append(dist.mean.float() * self.vae_scale)
-            stds.append(dist.std.float() * self.vae_scale)
-        return LatentCache(torch.cat(means), torch.cat(stds), {"time_ids": torch.stack(time_ids).to(self.device)})
+    def encode_pixels(self, pixels):
+        dist = self.vae.encode(pixels.to(self.device, self.vae_dtype)).latent_dist
+        return dist.mean * self.vae_scale, dist.std * self.vae_scale
 
     # -- conditioning ---------------------------------------------------------------------------------------
     def encode_text(self, token_ids, augment=None):
         ids_1, ids_2 = token_ids
         hidden_1 = self.text_encoder(ids_1, output_hidden_states=True).hidden_states[-2]
         out_2 = self.text_encoder_2(ids_2, output_hidden_states=True)
-        eos = (ids_2 == self.tokenizer_2.eos_token_id).int().argmax(dim=-1)
-        rows = torch.arange(len(eos), device=eos.device)
-        pooled = self.text_encoder_2.text_projection(out_2.last_hidden_state[rows, eos])
+        if self.pooling == "eos":
+            where = (ids_2 == self.tokenizer_2.eos_token_id).int().argmax(dim=-1)
+        else:  # as the official code and stock diffusers: argmax(token id), the placeholder once one is added
+            where = ids_2.int().argmax(dim=-1)
+        rows = torch.arange(len(where), device=where.device)
+        pooled = self.text_encoder_2.text_projection(out_2.last_hidden_state[rows, where])
         return {"prompt_embeds": torch.cat([hidden_1, out_2.hidden_states[-2]], dim=-1), "pooled": pooled}
 
     # -- training -------------------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ class SDXLBackbone(Backbone):
         prediction = self.unet(
             noisy.to(self.dtype), t, encoder_hidden_states=cond["prompt_embeds"].to(self.dtype),
             added_cond_kwargs={"text_embeds": cond["pooled"].to(self.dtype),
-                               "time_ids": extras["time_ids"].to(self.dtype)},
+                               "time_ids": time_ids(extras).to(self.dtype)},
         ).sample
         return mse(prediction.float(), target, per_sample)
 
@@ -121,9 +123,14 @@ class SDXLBackbone(Backbone):
                     tokenizer=self.tokenizer, tokenizer_2=self.tokenizer_2, unet=self.unet,
                     scheduler=self.sample_scheduler)
 
+    def embedding_metadata(self) -> dict[str, str]:
+        return {"dti.pooling": self.pooling}
+
     @classmethod
     def load_into_pipeline(cls, pipe, folder, token=None):
-        """Stock diffusers loading of both files, plus EOS pooling so the pipeline conditions as training did."""
+        """Stock diffusers loading of both files, and the pooled embedding taken where training took it: stock
+        diffusers pools at the placeholder (argmax of the token ids, SDXL's legacy config); a run trained with
+        model.pooling=eos (recorded in its files) gets EOS pooling set."""
         folder = Path(folder)
         saved, rows = read_token_file(folder / "learned_embeds.safetensors")
         token = token or saved
@@ -131,7 +138,8 @@ class SDXLBackbone(Backbone):
                                     text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
         pipe.load_textual_inversion(str(folder / "learned_embeds_2.safetensors"), token=token,
                                     text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
-        use_eos_pooling(pipe.text_encoder_2, pipe.tokenizer_2.eos_token_id)
+        if file_metadata(folder / "learned_embeds_2.safetensors").get("dti.pooling", "eos") == "eos":
+            use_eos_pooling(pipe.text_encoder_2, pipe.tokenizer_2.eos_token_id)
         return [token] + [f"{token}_{i}" for i in range(1, rows.shape[0])]
 
     @torch.no_grad()

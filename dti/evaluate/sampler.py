@@ -14,6 +14,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -44,6 +45,7 @@ class SamplerSettings:
     scheduler: str | None = None  # a diffusers scheduler class built from the checkpoint's config; None: its own
     rescale: str = "none"  # none | mean | min | max | <number>: TI-rescaled
     tag: str | None = None  # sample folder name; None: "<prompt set>" or "<prompt set>-rescale_<value>"
+    steps: Any = "final"  # which saved steps to sample and score: final | all | a list, e.g. [100, 200]
 
     def __post_init__(self):
         checks.integer("sampler.batch_size", self.batch_size, minimum=1, maximum=4096)
@@ -58,6 +60,10 @@ class SamplerSettings:
         self.seeds = [int(s) for s in self.seeds]
         self.rescale = str(self.rescale)
         self.rescale_magnitude()  # validates
+        if self.steps not in ("final", "all"):
+            if isinstance(self.steps, (int, str)) or not list(self.steps):
+                raise InputError("sampler.steps", self.steps, "choose final, all, or a list of saved steps")
+            self.steps = [checks.integer("sampler.steps", s, minimum=1) for s in self.steps]
         if self.scheduler is not None:
             import diffusers
 
@@ -80,9 +86,19 @@ class SamplerSettings:
                              "choose none, mean, min, max or a positive number") from None
 
 
+def sample_steps(settings: SamplerSettings, train_steps: int, checkpoint_every: int) -> list[int | None]:
+    """The training steps whose embeddings are sampled: None is the final one (embeddings/), an int a saved step
+    (embeddings/steps/<step>/, every train.checkpoint_every)."""
+    if settings.steps == "final":
+        return [None]
+    steps = list(range(checkpoint_every, train_steps, checkpoint_every)) if settings.steps == "all" else \
+        settings.steps
+    return [None if s == train_steps else s for s in steps] + ([None] if settings.steps == "all" else [])
+
+
 def image_settings(settings: SamplerSettings) -> dict:
     """The settings an image depends on (not batch_size: each image has its own generator), as JSON reads back."""
-    record = {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "tag")}
+    record = {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "tag", "steps")}
     return json.loads(json.dumps(record))
 
 
@@ -129,14 +145,15 @@ class Sampler:
         self.backbone, self.concept, self.settings, self.class_word = backbone, concept, settings, class_word
 
     @staticmethod
-    def tag_for(settings: SamplerSettings, prompt_set: PromptSet) -> str:
+    def tag_for(settings: SamplerSettings, prompt_set: PromptSet, step: int | None = None) -> str:
+        """The samples folder: the tag, or the prompt set's name with the rescale; `-step_000100` for a saved
+        step other than the final one."""
         if settings.tag:
-            return settings.tag
-        rescale = str(settings.rescale)
-        return prompt_set.name if rescale == "none" else f"{prompt_set.name}-rescale_{rescale}"
-
-    def tag(self, prompt_set: PromptSet) -> str:
-        return self.tag_for(self.settings, prompt_set)
+            base = settings.tag
+        else:
+            rescale = str(settings.rescale)
+            base = prompt_set.name if rescale == "none" else f"{prompt_set.name}-rescale_{rescale}"
+        return base if step is None else f"{base}-step_{step:06d}"
 
     def rescale(self) -> None:
         """TI-rescaled: give every row of the loaded embedding the norm `rescale` names; directions unchanged."""
@@ -151,18 +168,21 @@ class Sampler:
             table.set_embeddings(rows / rows.norm(dim=-1, keepdim=True) * target[:, None])
 
     @torch.no_grad()
-    def run(self, prompt_set: PromptSet, samples_root: Path, checksum: str) -> Path:
+    def run(self, prompt_set: PromptSet, samples_root: Path, checksum: str, tag: str, step: int | None = None
+            ) -> Path:
+        """Every (prompt, seed) image of `prompt_set` into samples_root/tag with the embeddings loaded now (those
+        of training step `step`; None: the final ones)."""
         s = self.settings
-        out = Path(samples_root) / self.tag(prompt_set)
-        record = {**image_settings(s), "prompt_set": prompt_set.name, "embeddings_sha256": checksum}
+        out = Path(samples_root) / tag
+        record = {**image_settings(s), "prompt_set": prompt_set.name, "embeddings_sha256": checksum, "step": step}
         if (out / "sampler.json").exists():
             previous = read_json(out / "sampler.json")
             if previous is None:
-                raise InputError("sampler.tag", self.tag(prompt_set), f"{out / 'sampler.json'} is unreadable, so "
+                raise InputError("sampler.tag", tag, f"{out / 'sampler.json'} is unreadable, so "
                                  "what made these samples is unknown: remove the folder, or set sampler.tag")
             if previous != record:
                 changed = sorted(k for k in record if previous.get(k) != record[k])
-                raise InputError("sampler.tag", self.tag(prompt_set), f"{out} holds samples made with other "
+                raise InputError("sampler.tag", tag, f"{out} holds samples made with other "
                                  f"settings ({', '.join(changed)}); set sampler.tag or remove the folder")
         io.write_json(out / "sampler.json", record)
         prompts = {}

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dti.backbones.images import image_key
+from dti.backbones.images import image_files, image_key
 from dti.core import checks, io
 from dti.core.errors import InputError, NonFiniteError
 from dti.core.io import read_json
@@ -34,9 +34,12 @@ def _features(output) -> torch.Tensor:
     return getattr(output, "pooler_output", output)  # transformers v5 returns a ModelOutput, v4 a tensor
 
 
-def check_settings(batch_size: int = 16, device: str = "auto", dtype: str = "float32", **models) -> None:
+def check_settings(batch_size: int = 16, device: str = "auto", dtype: str = "float32", masks: str | None = None,
+                   **models) -> None:
     """The evaluator's settings, checked before any stage runs (no model is loaded here)."""
     checks.integer("evaluator.batch_size", batch_size, minimum=1, maximum=4096)
+    if masks and not Path(masks).is_dir():
+        raise InputError("evaluator.masks", masks, "folder does not exist (one mask image per reference photo)")
     resolve_dtype(dtype, resolve_device(device, "evaluator.device"), "evaluator.dtype")
     for key, name in models.items():
         if key in ("dinov2", "siglip", "clip") and name is not None and (not isinstance(name, str) or not name):
@@ -46,10 +49,11 @@ def check_settings(batch_size: int = 16, device: str = "auto", dtype: str = "flo
 class Evaluator:
     def __init__(self, dinov2: str | None = "facebook/dinov2-base",
                  siglip: str | None = "google/siglip-base-patch16-512", clip: str | None = None,
-                 batch_size: int = 16, device: str = "auto", dtype: str = "float32"):
+                 batch_size: int = 16, device: str = "auto", dtype: str = "float32", masks: str | None = None):
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-        check_settings(batch_size, device, dtype, dinov2=dinov2, siglip=siglip, clip=clip)
+        check_settings(batch_size, device, dtype, masks, dinov2=dinov2, siglip=siglip, clip=clip)
+        self.masks = Path(masks) if masks else None
         self.device = resolve_device(device, "evaluator.device")
         self.dtype = resolve_dtype(dtype, self.device, "evaluator.dtype")
         self.batch_size, self.names = batch_size, {"dinov2": dinov2, "siglip": siglip, "clip": clip}
@@ -91,6 +95,27 @@ class Evaluator:
         feats = _features(self.models["siglip"].get_text_features(input_ids=ids["input_ids"].to(self.device)))
         return F.normalize(feats.float(), dim=-1).cpu()
 
+    def masked(self, references: list[Image.Image], subject: str, names: list[str]) -> list[Image.Image]:
+        """The reference photos with their masks applied (evaluator.masks: <dir>/<subject>/<name>.* or
+        <dir>/<name>.*, white = subject), as the official protocol scores DINOv2; unmasked where none is found,
+        said once per subject."""
+        if self.masks is None:
+            return references
+        folder = self.masks / subject if (self.masks / subject).is_dir() else self.masks
+        found = {p.stem: p for p in image_files(folder)}
+        out = []
+        for image, name in zip(references, names or [None] * len(references)):
+            if name in found:
+                mask = Image.open(found[name]).convert("L").resize(image.size, Image.Resampling.BILINEAR)
+                out.append(Image.composite(image, Image.new("RGB", image.size, "black"), mask))
+            else:
+                out.append(image)
+        missing = len(references) - sum(1 for n in names if n in found)
+        if missing:
+            log.info("evaluator.masks=%s: %d of %d reference photos of %s have no mask; scored unmasked",
+                     self.masks, missing, len(references), subject)
+        return out
+
     def reference_features(self, references: list[Image.Image], cache: Path) -> torch.Tensor:
         """DINOv2 features of the reference photos, cached per model and image content."""
         from safetensors.torch import load_file
@@ -112,7 +137,8 @@ class Evaluator:
 
     # -- scoring --------------------------------------------------------------------------------------------
     def evaluate(self, samples: Path, references: list[Image.Image], subject: str, cache: Path,
-                 config: dict | None = None) -> dict:
+                 config: dict | None = None, step: int | None = None, reference_names: list[str] | None = None
+                 ) -> dict:
         samples = Path(samples)
         if not (samples / "prompts.json").is_file():
             raise InputError("stage", "evaluate", f"no samples at {samples}; include the sample stage")
@@ -133,7 +159,7 @@ class Evaluator:
                                  "it again") from None
         scores = {}
         if "dinov2" in self.models:
-            refs = self.reference_features(references, cache)
+            refs = self.reference_features(self.masked(references, subject, reference_names or []), cache)
             scores["dinov2"] = (self._image_features("dinov2", images) @ refs.T).mean(dim=1)
         if "siglip" in self.models:
             model = self.models["siglip"]
@@ -144,9 +170,9 @@ class Evaluator:
                                                       + model.logit_bias.float().cpu())
         if self.clip is not None:
             scores.update(self.clip.scores(images, references, [p["class_prompt"] for _, p, _ in items]))
-        return self._report(items, scores, subject, samples, config)
+        return self._report(items, scores, subject, samples, config, step)
 
-    def _report(self, items, scores, subject, samples, config) -> dict:
+    def _report(self, items, scores, subject, samples, config, step=None) -> dict:
         for key, values in scores.items():
             if not torch.isfinite(values).all():
                 raise NonFiniteError(f"the {key} scores of {samples} are not finite: metrics.json not written")
@@ -161,7 +187,7 @@ class Evaluator:
         means = {k: statistics.fmean(r[k] for r in per_image) for k in scores}
         headline = {"image_sim": means.get("dinov2"), "text_sim": means.get("siglip"),
                     "text_sim_official": means.get("siglip_official")}
-        metrics = {**headline, "subject": subject, "num_images": len(per_image),
+        metrics = {**headline, "subject": subject, "step": step, "num_images": len(per_image),
                    "num_prompts": len(per_prompt), "seeds": sorted({r["seed"] for r in per_image}),
                    "models": {k: v for k, v in self.names.items() if v}, "per_subject": {subject: means},
                    "per_prompt": per_prompt, "per_image": per_image, "config": config or {}}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from dti.core import io
@@ -18,19 +19,25 @@ from dti.method.slots import TextEncoderSlot
 
 
 def save_embeddings(rows: dict[str, torch.Tensor], placeholder: str, encoders: list[TextEncoderSlot], folder: Path,
-                    subject: str) -> list[Path]:
-    """Write `rows` ({encoder key: [n, d]}) in every format; returns the files written. Rows that are not finite
-    are refused before anything is written."""
+                    subject: str, metadata: dict[str, str] | None = None) -> list[Path]:
+    """Write `rows` ({encoder key: [n, d]}) in every format, each file with `metadata`; returns the files written.
+    Rows that are not finite are refused before anything is written."""
     for key, value in rows.items():
         if not torch.isfinite(value).all():
             raise NonFiniteError(f"the learned {key} rows are not finite (NaN or inf): no embedding file written")
     files = []
     for slot in encoders:
         files.append(Path(folder) / slot.diffusers_file)
-        io.save_safetensors(files[-1], {placeholder: rows[slot.key]})
+        io.save_safetensors(files[-1], {placeholder: rows[slot.key]}, metadata)
     files.append(Path(folder) / f"{subject}.safetensors")
-    io.save_safetensors(files[-1], {slot.key: rows[slot.key] for slot in encoders})
+    io.save_safetensors(files[-1], {slot.key: rows[slot.key] for slot in encoders}, metadata)
     return files
+
+
+def file_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file ({} when it has none)."""
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
 
 
 def read_token_file(path: Path) -> tuple[str, torch.Tensor]:

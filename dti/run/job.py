@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dti.core.errors import InputError
-from dti.evaluate.sampler import Sampler, embeddings_checksum, image_settings, load_trained_embeddings
+from dti.evaluate.sampler import Sampler, embeddings_checksum, image_settings, load_trained_embeddings, sample_steps
 from dti.method.concept import check_fits
 from dti.run.build import (
     BackboneCache,
@@ -42,6 +42,7 @@ from dti.run.identity import fingerprint, is_complete, read_json, write_status
 from dti.run.locks import LOCK_FILE, hold
 from dti.run.packing import PackItem, train_packs, trained_in
 from dti.run.validate import validate_config
+from dti.train.trainer import step_folder
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,13 @@ class Job:
         wait, train = bool(self.cfg.wait_for_lock), "train" in self.stages
         for subject in todo:
             directory = subject_dir(self.run_dir, subject.name, self.many)
-            _, tag, _ = self.sampling_plan(subject)
+            _, targets, _ = self.sampling_plan(subject)
             if not train:
-                check_trained(directory, self.stages, tag)
+                check_trained(directory, self.stages, targets)
             if not directory.exists():
                 created.append(directory)
             locks.enter_context(hold(directory, exclusive=train, wait=wait))
-            if tag is not None:
+            for tag, _ in targets:
                 locks.enter_context(hold(directory / "samples" / tag, exclusive=True, wait=wait))
         (self.run_dir / "status.json").unlink(missing_ok=True)  # a previous attempt's verdict: this one writes its own
         return todo
@@ -122,7 +123,7 @@ class Job:
             self.train_packed(int(self.cfg.pack))
         for subject in self.subjects:
             directory = subject_dir(self.run_dir, subject.name, self.many)
-            prompt_set, tag, _ = self.sampling_plan(subject)
+            prompt_set, targets, _ = self.sampling_plan(subject)
             if subject not in todo:
                 how = {"trained_packed": True} if subject.name in self.packed else {"skipped": True}
                 log.info("%s: complete, %s", directory, "trained packed" if subject.name in self.packed else "skipped")
@@ -130,10 +131,10 @@ class Job:
                 results[subject.name] = how
                 continue
             if not self.many:  # one subject: errors propagate (one-line bad input, no partial output)
-                results[subject.name] = self.run_subject(subject, directory, prompt_set, tag)
+                results[subject.name] = self.run_subject(subject, directory, prompt_set, targets)
                 continue
             try:
-                results[subject.name] = self.run_subject(subject, directory, prompt_set, tag)
+                results[subject.name] = self.run_subject(subject, directory, prompt_set, targets)
             except Exception as err:  # noqa: BLE001  (one subject's failure must not stop the others)
                 write_status(directory, "failed", self.stages, error=err)
                 log.error("%s failed: %s", subject.name, err)
@@ -147,21 +148,24 @@ class Job:
         return [subject_dir(self.run_dir, s.name, self.many) for s in self.subjects]
 
     def sampling_plan(self, subject):
-        """(prompt set, sample tag, expected number of images) of a subject, or Nones without sampling."""
+        """(prompt set, [(samples tag, training step or None for the final one)], expected images per tag) of a
+        subject; (None, [], 0) without sampling."""
         if not self.sampler_settings:
-            return None, None, 0
+            return None, [], 0
         prompt_set = self.prompt_sets[subject.name]
-        return (prompt_set, Sampler.tag_for(self.sampler_settings, prompt_set),
-                len(prompt_set.templates) * len(self.sampler_settings.seeds))
+        steps = sample_steps(self.sampler_settings, self.cfg.train.steps, self.cfg.train.checkpoint_every)
+        targets = [(Sampler.tag_for(self.sampler_settings, prompt_set, step), step) for step in steps]
+        return prompt_set, targets, len(prompt_set.templates) * len(self.sampler_settings.seeds)
 
     def subject_complete(self, subject, stages: list[str] | None = None) -> bool:
         stages = stages or self.stages
         if "train" in stages and str(self.cfg.train.resume) != "auto" and subject.name not in self.packed:
             return False  # resume=never (or a given checkpoint) asks for training to run
-        _, tag, expected = self.sampling_plan(subject)
-        return is_complete(subject_dir(self.run_dir, subject.name, self.many), stages, tag, expected,
-                           fingerprint(self.cfg, subject), self.sampler_record(),
-                           OmegaConf.to_container(self.cfg.evaluator, resolve=True), self.cfg.train.steps)
+        _, targets, expected = self.sampling_plan(subject)
+        return all(is_complete(subject_dir(self.run_dir, subject.name, self.many), stages, tag, expected,
+                               fingerprint(self.cfg, subject), self.sampler_record(step),
+                               OmegaConf.to_container(self.cfg.evaluator, resolve=True), self.cfg.train.steps)
+                   for tag, step in targets or [(None, None)])
 
     def train_packed(self, pack: int) -> None:
         """Train the subjects that need it `pack` at a time in shared batches (dti.run.packing). The per-subject
@@ -172,8 +176,8 @@ class Job:
         trained = train_packs(items, self.backbone, pack, self.context.launch_id, lock=False)  # held by run()
         self.packed |= {item.subject.name for item in items if item.directory in trained}
 
-    def sampler_record(self) -> dict | None:
-        return image_settings(self.sampler_settings) if self.sampler_settings else None
+    def sampler_record(self, step: int | None = None) -> dict | None:
+        return {**image_settings(self.sampler_settings), "step": step} if self.sampler_settings else None
 
     def load_backbone(self) -> None:
         """The one model load of this process, and the checks that need the model, before any subject runs."""
@@ -181,7 +185,7 @@ class Job:
             self.backbone = build_backbone(self.cfg, self.context.backbones)
             check_resolutions(self.cfg, self.backbone, self.stages)
 
-    def run_subject(self, subject, directory: Path, prompt_set, tag) -> dict:
+    def run_subject(self, subject, directory: Path, prompt_set, targets) -> dict:
         started, cfg, stages, result = time.perf_counter(), self.cfg, self.stages, {}
         concept = logger = None
         failed = True
@@ -195,22 +199,8 @@ class Job:
                     trainer.settings.resume = "auto"  # trained just now, packed: never clear that again
                 trainer.resume()
                 result["train"] = trainer.fit()
-            if "sample" in stages:
-                embeddings = directory / "embeddings"
-                if "train" not in stages:
-                    load_trained_embeddings(concept, self.backbone, embeddings)
-                check_fits(concept, self.backbone.encoders, prompt_set.templates, "prompts")
-                sampler = Sampler(self.backbone, concept, self.sampler_settings, subject.class_word)
-                result["samples"] = str(sampler.run(prompt_set, directory / "samples",
-                                                    embeddings_checksum(self.backbone, embeddings)))
-            if "evaluate" in stages:
-                self.evaluator = self.evaluator or build_evaluator(cfg)
-                metrics = self.evaluator.evaluate(directory / "samples" / tag, subject.images, subject.name,
-                                                  directory / "eval_cache",
-                                                  config=OmegaConf.to_container(cfg, resolve=True))
-                logger.log_evaluation(metrics, directory / "samples" / tag)
-                result["metrics"] = {k: metrics[k] for k in ("image_sim", "text_sim", "text_sim_official",
-                                                             "num_images")}
+            for tag, step in targets:  # the final embeddings, or each saved step's (sampler.steps)
+                self.sample_and_score(subject, directory, prompt_set, tag, step, concept, logger, result)
             failed = False
         finally:
             if logger is not None:
@@ -222,6 +212,28 @@ class Job:
         return result
 
 
+    def sample_and_score(self, subject, directory: Path, prompt_set, tag: str, step: int | None, concept, logger,
+                         result: dict) -> None:
+        stages, key = self.stages, "" if step is None else f"@{step}"
+        if "sample" in stages:
+            embeddings = directory / "embeddings" if step is None else step_folder(directory, step)
+            if "train" not in stages or step is not None:
+                load_trained_embeddings(concept, self.backbone, embeddings)
+            check_fits(concept, self.backbone.encoders, prompt_set.templates, "prompts")
+            sampler = Sampler(self.backbone, concept, self.sampler_settings, subject.class_word)
+            result["samples" + key] = str(sampler.run(prompt_set, directory / "samples",
+                                                      embeddings_checksum(self.backbone, embeddings), tag, step))
+        if "evaluate" in stages:
+            self.evaluator = self.evaluator or build_evaluator(self.cfg)
+            metrics = self.evaluator.evaluate(directory / "samples" / tag, subject.images, subject.name,
+                                              directory / "eval_cache",
+                                              config=OmegaConf.to_container(self.cfg, resolve=True), step=step,
+                                              reference_names=subject.image_names)
+            logger.log_evaluation(metrics, directory / "samples" / tag)
+            result["metrics" + key] = {k: metrics[k] for k in ("image_sim", "text_sim", "text_sim_official",
+                                                               "num_images")}
+
+
 def warn_small_images(subjects, resolution: int) -> None:
     for subject in subjects:
         small = [f"{im.size[0]}x{im.size[1]}" for im in subject.images if min(im.size) < resolution / 2]
@@ -230,13 +242,18 @@ def warn_small_images(subjects, resolution: int) -> None:
                         subject.name, len(small), resolution, ", ".join(small[:4]))
 
 
-def check_trained(directory: Path, stages: list[str], tag: str | None) -> None:
-    """Sampling or scoring without the train stage needs a trained run there (and scoring, its samples)."""
+def check_trained(directory: Path, stages: list[str], targets: list) -> None:
+    """Sampling or scoring without the train stage needs a trained run there, with the saved steps asked for
+    (and scoring, its samples)."""
     if "sample" in stages and read_json(directory / "done.json") is None:
         raise InputError("stage", stages, f"no trained run at {directory} (no done.json); include the train stage")
-    if stages == ["evaluate"] and not (directory / "samples" / str(tag) / "prompts.json").is_file():
-        raise InputError("stage", stages, f"no samples at {directory / 'samples' / str(tag)}; include the sample "
-                         "stage")
+    for tag, step in targets:
+        if "sample" in stages and step is not None and not step_folder(directory, step).is_dir():
+            raise InputError("sampler.steps", step, f"no embeddings were saved at that step in {directory} "
+                             "(train.checkpoint_every decides which are)")
+        if stages == ["evaluate"] and not (directory / "samples" / tag / "prompts.json").is_file():
+            raise InputError("stage", stages, f"no samples at {directory / 'samples' / tag}; include the sample "
+                             "stage")
 
 
 def run(cfg: DictConfig, run_dir: str | Path, context: JobContext | None = None) -> dict:

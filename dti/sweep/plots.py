@@ -41,3 +41,23 @@ def score_scatter(points: list[tuple], reference: list[tuple], path: Path):
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return fig
+
+
+def score_vs_step(steps: dict[tuple[str, str], dict[int, dict]], path: Path):
+    """Image and text similarity against the training step, one line per (row, backbone)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    for i, ((row, backbone), by_step) in enumerate(sorted(steps.items())):
+        xs = sorted(by_step)
+        for ax, metric in zip(axes, ("image", "text")):
+            ax.plot(xs, [by_step[x][metric] for x in xs], marker="o", color=plt.get_cmap("tab10")(i % 10),
+                    label=f"{row} · {backbone}")
+    for ax, title in zip(axes, ("image similarity (DINOv2)", "text similarity (SigLIP, sigmoid)")):
+        ax.set_xlabel("training step")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return fig

@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from dti.core import io
 from dti.core.io import read_json
 from dti.run.conftree import conf_dir
-from dti.sweep.plots import score_scatter
+from dti.sweep.plots import score_scatter, score_vs_step
 
 PAPER_DIR = conf_dir() / "paper"
 NOT_ROW_PARTS = ("method=", "model=", "experiment=", "+experiment=")  # the row, the column, the sweep itself
@@ -75,8 +75,11 @@ def collect(folder: Path) -> list[dict]:
             "key": key, "label": row_label(config, key), "backbone": (config.get("model") or {}).get("name", "?"),
             "subject": metrics["subject"], "image": metrics.get("image_sim"),
             "text": metrics.get("text_sim_official"), "text_cos": metrics.get("text_sim"),
-            "seeds": len(metrics.get("seeds", [])), "prompt_set": path.parent.name.split("-rescale_")[0],
-            "step": metrics.get("step"), "run": str(run.relative_to(folder)),
+            "seeds": len(metrics.get("seeds", [])),
+            "prompt_set": path.parent.name.split("-rescale_")[0].split("-step_")[0],
+            "saved_step": metrics.get("step") is not None,  # an intermediate step (sampler.steps), not the final
+            "step": metrics.get("step") or (config.get("train") or {}).get("steps"),
+            "run": str(run.relative_to(folder)),
         })
     return records
 
@@ -157,7 +160,8 @@ def table_rows(records: list[dict], cells: dict, paper: dict) -> tuple[list[tupl
 
 def write_report(folder: Path, paper_dir: Path = PAPER_DIR) -> dict:
     folder = Path(folder)
-    records, paper, failed = collect(folder), load_paper(paper_dir), failures(folder)
+    everything, paper, failed = collect(folder), load_paper(paper_dir), failures(folder)
+    records = [r for r in everything if not r["saved_step"]]  # the tables are of the final embeddings
     cells, warnings = summarise(records)
     rows, backbones = table_rows(records, cells, paper)
     md = [f"# Report: {folder.name}", "",
@@ -206,8 +210,38 @@ def write_report(folder: Path, paper_dir: Path = PAPER_DIR) -> dict:
     reference = [(label, b, paper[(row[0], b)]["image"], paper[(row[0], b)]["text"]) for row, label in rows
                  for b in backbones if row[1] == "dreambooth" and (row[0], b) in paper]
     score_scatter(points, reference, folder / "report.png")
+    steps = steps_table(everything) if any(r["saved_step"] for r in everything) else {}
+    if steps:
+        score_vs_step(steps, folder / "report_steps.png")
+        rows_csv = [{"method": row, "backbone": b, "step": step, "image": v["image"], "text": v["text"],
+                     "subjects": v["subjects"]} for (row, b), by_step in sorted(steps.items())
+                    for step, v in sorted(by_step.items())]
+        buffer = stdio.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["method", "backbone", "step", "image", "text", "subjects"])
+        writer.writeheader()
+        writer.writerows(rows_csv)
+        io.write_text(folder / "report_steps.csv", buffer.getvalue())
+        md = (folder / "report.md").read_text() + "\n## Score by training step\n\nreport_steps.png, report_steps.csv\n"
+        io.write_text(folder / "report.md", md)
     return {"cells": cells, "failed": failed, "records": len(records), "warnings": warnings, "points": len(points),
             "paper_points": len(reference)}
+
+
+def steps_table(records: list[dict]) -> dict[tuple[str, str], dict[int, dict]]:
+    """(row label, backbone) -> {step: mean over subjects of image and text}, for the runs that scored saved
+    steps (sampler.steps), final step included."""
+    by = defaultdict(list)
+    for r in records:
+        by[(r["label"], r["prompt_set"], r["backbone"], r["step"])].append(r)
+    keyed = {(label, ps, b) for (label, ps, b, _) in by}
+    with_steps = {k for k in keyed if sum(1 for (la, ps, b, _) in by if (la, ps, b) == k) > 1}
+    out = defaultdict(dict)
+    for (label, prompt_set, backbone, step), rs in by.items():
+        if (label, prompt_set, backbone) in with_steps and step is not None:
+            out[(f"{label} [{prompt_set}]", backbone)][step] = {
+                "image": _mean(r["image"] for r in rs), "text": _mean(r["text"] for r in rs),
+                "subjects": len({r["subject"] for r in rs})}
+    return dict(out)
 
 
 class SweepReport(Callback):

@@ -10,9 +10,10 @@ from dti.offline.tiny import tiny_sdxl_path
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("initializer,n", [("toy", 1), ("stuffed animal", 2)])
-def test_fresh_pipeline_reproduces_training_prompt_embeddings(train_run, initializer, n):
-    _, trainer, run_dir = train_run(f"data.initializer='{initializer}'")
+@pytest.mark.parametrize("initializer,n,pooling", [("toy", 1, "eos"), ("stuffed animal", 2, "eos"),
+                                                    ("toy", 1, "placeholder"), ("stuffed animal", 2, "placeholder")])
+def test_fresh_pipeline_reproduces_training_prompt_embeddings(train_run, initializer, n, pooling):
+    _, trainer, run_dir = train_run(f"data.initializer='{initializer}'", f"model.pooling={pooling}")
     concept, backbone = trainer.concept, trainer.backbone
     assert len(concept.tokens) == n
     template = "a photo of a {} on the beach"
@@ -28,9 +29,10 @@ def test_fresh_pipeline_reproduces_training_prompt_embeddings(train_run, initial
     prompt = template.format("<toy>")  # the user writes the bare placeholder; diffusers expands multi-vector ones
     embeds, _, pooled, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device="cpu")
     assert torch.equal(embeds, trained["prompt_embeds"])
-    # SDXL's legacy eos_token_id=2 config makes stock transformers pool at argmax(id) = the new token ...
-    assert not torch.allclose(pooled, trained["pooled"])
-    # ... dti.load_embeddings (or the one-line fix in the README) pools at EOS, as training did
+    # SDXL's legacy eos_token_id=2 config makes stock transformers pool at argmax(id) = the new token: what the
+    # official recipe trains with (model.pooling=placeholder), not what a model.pooling=eos run trained with ...
+    assert torch.equal(pooled, trained["pooled"]) == (pooling == "placeholder")
+    # ... dti.load_embeddings reads the run's pooling from its files and sets EOS pooling where it trained so
     fresh = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_path())
     assert dti.load_embeddings(fresh, run_dir) == concept.tokens
     embeds, _, pooled, _ = fresh.encode_prompt(prompt, do_classifier_free_guidance=False, device="cpu")

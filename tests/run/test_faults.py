@@ -46,7 +46,8 @@ def test_a_non_finite_loss_stops_the_run_keeps_the_last_good_checkpoint_and_writ
     assert code == 1 and len(lines) == 1 and lines[0].startswith("error: step 3: the loss is not finite"), err
     run = run_dir(tmp_path)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002.pt"]  # the last good one
-    assert not (run / "embeddings").exists() and not (run / "done.json").exists()
+    assert not (run / "embeddings" / "toy.safetensors").exists() and not (run / "done.json").exists()
+    assert sorted(p.name for p in (run / "embeddings" / "steps").iterdir()) == ["000002"]  # the good step's
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
     logged = [strict_json(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2]

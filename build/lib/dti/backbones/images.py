@@ -44,13 +44,19 @@ def decode(image: Image.Image, where: str) -> tuple[Image.Image, Image.Image | N
     return image.convert("RGB"), None  # convert() forces a full decode: truncated files fail here
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files of a folder, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
+        if Path(folder).is_dir() else []
+
+
 def load_images(folder: Path, field: str, with_alpha: bool = False):
     """Every image in `folder` (sorted by name), fully decoded, RGB (see `decode`). Bad input raises `InputError`
     naming `field`. With `with_alpha`, also each image's alpha channel (None where it has none)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(field, str(folder), "folder does not exist")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = image_files(folder)
     if not paths:
         raise InputError(field, str(folder), f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder")
     images, alphas, transparent = [], [], []
@@ -87,13 +93,14 @@ def resize_center_crop(image: Image.Image, resolution: int) -> tuple[torch.Tenso
     return torch.from_numpy(array).permute(2, 0, 1).contiguous(), (h, w), (top, left)
 
 
-def prepare(images: list[Image.Image], resolution: int, flip: bool):
-    """`resize_center_crop` of every image and, with `flip`, of its mirror image too (cached as extra samples)."""
-    out = []
-    for image in images:
-        variants = [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] if flip else [image]
-        out += [resize_center_crop(im, resolution) for im in variants]
-    return out
+def resize_shorter(image: Image.Image, resolution: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(C, H, W) tensor in [-1, 1] of the image resized so its shorter side is `resolution`, and the original
+    (height, width)."""
+    w, h = image.size
+    scale = resolution / min(w, h)
+    new_w, new_h = max(resolution, math.ceil(w * scale - 1e-6)), max(resolution, math.ceil(h * scale - 1e-6))
+    array = np.asarray(image.resize((new_w, new_h), Image.Resampling.BICUBIC), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous(), (h, w)
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -10,13 +10,12 @@ from transformers import AutoTokenizer, UMT5EncoderModel
 
 from dti.backbones.base import (
     Backbone,
-    LatentCache,
     TextEncoderSlot,
     check_tokenizer_size,
     load_scheduler_config,
     sampling_scheduler,
 )
-from dti.backbones.images import prepare, to_pil
+from dti.backbones.images import to_pil
 from dti.backbones.objectives import FlowMatching, mse
 from dti.core.runtime import resolve_device, resolve_dtype
 
@@ -52,17 +51,12 @@ class WanBackbone(Backbone):
         self.latents_std = torch.tensor(self.vae.config.latents_std, device=self.device).view(shape)
         self.negative_prompt = negative_prompt
         self.batch_cfg = batch_cfg
-        self.resolution_multiple = 2 ** len(self.vae.config.temperal_downsample) * self.transformer.config.patch_size[1]
+        self.latent_factor = 2 ** len(self.vae.config.temperal_downsample)
+        self.resolution_multiple = self.latent_factor * self.transformer.config.patch_size[1]
 
-    @torch.no_grad()
-    def cache_latents(self, images, resolution, flip):
-        pixels = torch.stack([px for px, _, _ in prepare(images, resolution, flip)]).unsqueeze(2)  # (N, 3, 1, H, W)
-        means, stds = [], []
-        for chunk in pixels.split(4):
-            dist = self.vae.encode(chunk.to(self.device, self.vae_dtype)).latent_dist
-            means.append((dist.mean.float() - self.latents_mean) / self.latents_std)
-            stds.append(dist.std.float() / self.latents_std)
-        return LatentCache(torch.cat(means), torch.cat(stds))
+    def encode_pixels(self, pixels):
+        dist = self.vae.encode(pixels.unsqueeze(2).to(self.device, self.vae_dtype)).latent_dist  # a 1-frame video
+        return (dist.mean.float() - self.latents_mean) / self.latents_std, dist.std.float() / self.latents_std
 
     def encode_text(self, token_ids, augment=None):
         (ids,) = token_ids

@@ -62,11 +62,11 @@ def save_torch(path: str | Path, obj) -> None:
         torch.save(obj, tmp)
 
 
-def save_safetensors(path: str | Path, tensors: dict) -> None:
+def save_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def read_json(path: str | Path) -> dict | None:

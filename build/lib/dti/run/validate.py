@@ -97,6 +97,16 @@ def check_optimizer(cfg: DictConfig) -> None:
     factory([{"params": [row], "prior": row.detach().clone()}])
 
 
+def check_sample_steps(settings, steps: int, every: int) -> None:
+    """sampler.steps names steps whose embeddings training saves: multiples of train.checkpoint_every, or the
+    last one."""
+    if isinstance(settings.steps, list):
+        for step in settings.steps:
+            if step > steps or (step % every and step != steps):
+                raise InputError("sampler.steps", step, f"is not a saved step: training saves every "
+                                 f"train.checkpoint_every={every} steps and the last ({steps})")
+
+
 def check_data(cfg: DictConfig) -> list[str]:
     names = subject_names(cfg)
     for name in names:
@@ -120,7 +130,8 @@ def check_prompts(cfg: DictConfig) -> None:
 
 def _evaluator_settings(cfg: DictConfig) -> dict:
     node = OmegaConf.to_container(cfg.evaluator, resolve=True)
-    return {k: v for k, v in node.items() if k in ("batch_size", "device", "dtype", "dinov2", "siglip", "clip")}
+    return {k: v for k, v in node.items()
+            if k in ("batch_size", "device", "dtype", "dinov2", "siglip", "clip", "masks")}
 
 
 def check_evaluator(cfg: DictConfig) -> None:
@@ -142,7 +153,7 @@ def validate_config(cfg: DictConfig) -> list[str]:
         check_training(cfg)
         check_optimizer(cfg)
     if {"sample", "evaluate"} & set(stages):
-        build_sampler_settings(cfg)
+        check_sample_steps(build_sampler_settings(cfg), cfg.train.steps, cfg.train.checkpoint_every)
     if "evaluate" in stages:
         check_evaluator_settings(**_evaluator_settings(cfg))
     _instantiate(cfg.logger)

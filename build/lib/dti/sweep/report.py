@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from dti.core import io
 from dti.core.io import read_json
 from dti.run.conftree import conf_dir
-from dti.sweep.plots import score_scatter
+from dti.sweep.plots import score_scatter, score_vs_step
 
 PAPER_DIR = conf_dir() / "paper"
 NOT_ROW_PARTS = ("method=", "model=", "experiment=", "+experiment=")  # the row, the column, the sweep itself
@@ -38,11 +38,13 @@ def split_name(name: str) -> list[str]:
     return [p for p in re.split(r",(?=[+~]*[\w./@-]+=)", name) if "=" in p]
 
 
-def row_key(config: dict, job_name: str) -> str:
-    """`<method>` or `<method> [<what else tells the run apart>]` (see the module's docstring)."""
+def row_key(config: dict, job_name: str, shared: frozenset = frozenset()) -> str:
+    """`<method>` or `<method> [<what else tells the run apart>]` (see the module's docstring); overrides every
+    run of the folder shares (`shared`, e.g. a sweep's common train.steps=500) tell nothing apart and are left
+    out."""
     method = config.get("method")
     name = method.get("name") if isinstance(method, dict) else (method or "?")
-    extras = [p for p in split_name(job_name) if not p.startswith(NOT_ROW_PARTS)]
+    extras = [p for p in split_name(job_name) if not p.startswith(NOT_ROW_PARTS) and p not in shared]
     rescale = str((config.get("sampler") or {}).get("rescale", "none"))
     if rescale != "none":
         extras.append(f"rescale={rescale}")
@@ -58,20 +60,26 @@ def row_label(config: dict, key: str) -> str:
 
 def collect(folder: Path) -> list[dict]:
     """One record per (run directory, sample tag) with a complete metrics.json."""
-    records = []
+    found = []
     for path in sorted(Path(folder).rglob("samples/*/metrics.json")):
         metrics = read_json(path)
         if not metrics or "subject" not in metrics:
             continue  # unreadable (a torn write): its run scores again when re-run
-        config = metrics.get("config") or {}
-        run = path.parent.parent.parent
-        key = row_key(config, run.parent.name)
+        found.append((path, metrics, metrics.get("config") or {}, path.parent.parent.parent))
+    names = [set(split_name(run.parent.name)) for _, _, _, run in found]
+    shared = frozenset(set.intersection(*names)) if len(names) > 1 else frozenset()
+    records = []
+    for path, metrics, config, run in found:
+        key = row_key(config, run.parent.name, shared)
         records.append({
             "key": key, "label": row_label(config, key), "backbone": (config.get("model") or {}).get("name", "?"),
             "subject": metrics["subject"], "image": metrics.get("image_sim"),
             "text": metrics.get("text_sim_official"), "text_cos": metrics.get("text_sim"),
-            "seeds": len(metrics.get("seeds", [])), "prompt_set": path.parent.name.split("-rescale_")[0],
-            "step": metrics.get("step"), "run": str(run.relative_to(folder)),
+            "seeds": len(metrics.get("seeds", [])),
+            "prompt_set": path.parent.name.split("-rescale_")[0].split("-step_")[0],
+            "saved_step": metrics.get("step") is not None,  # an intermediate step (sampler.steps), not the final
+            "step": metrics.get("step") or (config.get("train") or {}).get("steps"),
+            "run": str(run.relative_to(folder)),
         })
     return records
 
@@ -152,7 +160,8 @@ def table_rows(records: list[dict], cells: dict, paper: dict) -> tuple[list[tupl
 
 def write_report(folder: Path, paper_dir: Path = PAPER_DIR) -> dict:
     folder = Path(folder)
-    records, paper, failed = collect(folder), load_paper(paper_dir), failures(folder)
+    everything, paper, failed = collect(folder), load_paper(paper_dir), failures(folder)
+    records = [r for r in everything if not r["saved_step"]]  # the tables are of the final embeddings
     cells, warnings = summarise(records)
     rows, backbones = table_rows(records, cells, paper)
     md = [f"# Report: {folder.name}", "",
@@ -201,8 +210,38 @@ def write_report(folder: Path, paper_dir: Path = PAPER_DIR) -> dict:
     reference = [(label, b, paper[(row[0], b)]["image"], paper[(row[0], b)]["text"]) for row, label in rows
                  for b in backbones if row[1] == "dreambooth" and (row[0], b) in paper]
     score_scatter(points, reference, folder / "report.png")
+    steps = steps_table(everything) if any(r["saved_step"] for r in everything) else {}
+    if steps:
+        score_vs_step(steps, folder / "report_steps.png")
+        rows_csv = [{"method": row, "backbone": b, "step": step, "image": v["image"], "text": v["text"],
+                     "subjects": v["subjects"]} for (row, b), by_step in sorted(steps.items())
+                    for step, v in sorted(by_step.items())]
+        buffer = stdio.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["method", "backbone", "step", "image", "text", "subjects"])
+        writer.writeheader()
+        writer.writerows(rows_csv)
+        io.write_text(folder / "report_steps.csv", buffer.getvalue())
+        md = (folder / "report.md").read_text() + "\n## Score by training step\n\nreport_steps.png, report_steps.csv\n"
+        io.write_text(folder / "report.md", md)
     return {"cells": cells, "failed": failed, "records": len(records), "warnings": warnings, "points": len(points),
             "paper_points": len(reference)}
+
+
+def steps_table(records: list[dict]) -> dict[tuple[str, str], dict[int, dict]]:
+    """(row label, backbone) -> {step: mean over subjects of image and text}, for the runs that scored saved
+    steps (sampler.steps), final step included."""
+    by = defaultdict(list)
+    for r in records:
+        by[(r["label"], r["prompt_set"], r["backbone"], r["step"])].append(r)
+    keyed = {(label, ps, b) for (label, ps, b, _) in by}
+    with_steps = {k for k in keyed if sum(1 for (la, ps, b, _) in by if (la, ps, b) == k) > 1}
+    out = defaultdict(dict)
+    for (label, prompt_set, backbone, step), rs in by.items():
+        if (label, prompt_set, backbone) in with_steps and step is not None:
+            out[(f"{label} [{prompt_set}]", backbone)][step] = {
+                "image": _mean(r["image"] for r in rs), "text": _mean(r["text"] for r in rs),
+                "subjects": len({r["subject"] for r in rs})}
+    return dict(out)
 
 
 class SweepReport(Callback):

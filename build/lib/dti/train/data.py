@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from dti.backbones.images import load_images
+from dti.backbones.images import image_files, load_images
 from dti.core.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ class Subject:
     initializer: str  # the word whose embedding initialises the concept and gives its prior direction μ
     images: list[Image.Image]
     live: bool = False  # DreamBooth's "live subject" (cats, dogs) use the live prompt set in evaluation
+    image_names: list[str] = field(default_factory=list)  # each photo's file name without suffix (masks match it)
 
 
 WORD_COLUMNS = ("class_word", "initialization", "qwen_vl")  # the columns of the DreamBooth subject table
@@ -78,7 +79,7 @@ def dreambooth_subject(root: str, subject: str, subjects: dict, initializer: str
         raise InputError("data.subject folder", str(folder), "folder does not exist")
     return Subject(name=subject, class_word=entry["class_word"], initializer=word,
                    images=load_images(folder, "data.subject folder") if load else [],
-                   live=bool(entry.get("live", False)))
+                   live=bool(entry.get("live", False)), image_names=[p.stem for p in image_files(folder)])
 
 
 def folder_subject(path: str, class_word: str, subject: str | None = None, initializer: str | None = None,
@@ -99,4 +100,5 @@ def folder_subject(path: str, class_word: str, subject: str | None = None, initi
     if not Path(path).is_dir():
         raise InputError("data.path", str(path), "folder does not exist")
     return Subject(name, str(class_word), initializer_word(name, entry, words, initializer),
-                   load_images(Path(path), "data.path") if load else [], live)
+                   load_images(Path(path), "data.path") if load else [], live,
+                   [p.stem for p in image_files(Path(path))])

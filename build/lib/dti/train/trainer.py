@@ -33,6 +33,11 @@ from dti.train.templates import TEMPLATES
 log = logging.getLogger(__name__)
 
 
+def step_folder(run_dir: Path, step: int) -> Path:
+    """Where the embeddings of a saved step are: embeddings/steps/000100/ (names sort by step)."""
+    return Path(run_dir) / "embeddings" / "steps" / f"{step:06d}"
+
+
 def _finite_or_none(value: float) -> float | None:
     """train_log.jsonl stays JSON: a non-finite number is written as null, never as a bare NaN."""
     return value if math.isfinite(value) else None
@@ -209,8 +214,14 @@ class Trainer:
             self._log(self.last_loss, stats, bar)
         if self._due(s.checkpoint_every):
             checkpoint.save(self.ckpt_dir, self.step, self._state(), s.keep_checkpoints)
+            self.save_embeddings(step_folder(self.run_dir, self.step))  # kept, unlike checkpoints: scored later
         if validate and self.validation_due():
             self.validate()
+
+    def save_embeddings(self, folder: Path) -> list[Path]:
+        """The concept's current rows in every format (dti.method.formats) into `folder`."""
+        return save_embeddings(self.concept.embeddings(), self.concept.placeholder, self.backbone.encoders, folder,
+                               self.subject, {**self.backbone.embedding_metadata(), "dti.step": str(self.step)})
 
     def check_finite(self) -> None:
         """Stop (NonFiniteError) if a loss or gradient went non-finite since the start; a host sync."""
@@ -226,8 +237,7 @@ class Trainer:
         """Export the embeddings, the final validation (unless `validated`: the caller made it), then done.json
         (last: its presence means complete)."""
         self.check_finite()
-        files = save_embeddings(self.concept.embeddings(), self.concept.placeholder, self.backbone.encoders,
-                                self.run_dir / "embeddings", self.subject)
+        files = self.save_embeddings(self.run_dir / "embeddings")
         if self.validation.enabled and not validated:
             self.validate()
         norms = self.norms()
@@ -254,9 +264,7 @@ class Trainer:
     def prepare(self) -> dict:
         """What every step reuses: cached latents and pre-tokenised prompt templates (on the device)."""
         s = self.settings
-        cache = self.backbone.cache_latents(self.images, s.resolution, s.random_flip)
-        if not s.sample_latents:
-            cache.std = None
+        cache = self.backbone.cache_latents(self.images, s.resolution, s.random_flip, s.crop, s.sample_latents)
         templates = TEMPLATES[s.templates]
         return {"cache": cache, "num_templates": len(templates),
                 "token_ids": self.backbone.tokenize([self.concept.prompt(t) for t in templates])}
