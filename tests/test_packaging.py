@@ -2,6 +2,7 @@
 the path) composes the config from its package data and runs the demo."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,9 +26,12 @@ def test_every_importable_folder_ships():
 
 @pytest.mark.slow
 def test_a_non_editable_install_runs_the_demo(tmp_path):
-    target = tmp_path / "site"
+    target, source = tmp_path / "site", tmp_path / "source"
+    # setuptools writes build/ next to the sources, so the install reads a copy and leaves the checkout clean
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "outputs", "multirun", "*.egg-info",
+                                                                  "__pycache__", "benchmarks", "notebooks"))
     build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                            "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=300,
+                            "--target", str(target), str(source)], capture_output=True, text=True, timeout=300,
                            cwd=tmp_path)
     assert build.returncode == 0, build.stderr[-2000:]
     env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}

@@ -1,1 +1,0 @@
-"""Commands that are not the pipeline: benchmarks and the dataset download."""
