@@ -5,8 +5,16 @@ __version__ = "0.2.0"
 
 
 def load_embeddings(pipe, path, token=None):
-    """Add a trained concept (a run directory or its embeddings/ folder) to a stock diffusers pipeline; returns
-    the concept's tokens."""
-    from dti.backbones import load_embeddings as _load
+    """Add a trained concept (a run directory or its embeddings/ folder) to a stock diffusers pipeline, with the
+    run's adapter (LoRA, OFT) on the denoiser when it has one; returns the concept's tokens."""
+    from pathlib import Path
 
-    return _load(pipe, path, token)
+    from dti.backbones import adapter_for
+    from dti.backbones import load_embeddings as _load
+    from dti.train.adapters import load_adapter
+
+    tokens = _load(pipe, path, token)
+    run = Path(path).parent if Path(path).name == "embeddings" else Path(path)
+    if (run / "adapter").is_dir():
+        load_adapter(pipe, run / "adapter", adapter_for(pipe).denoiser_name)
+    return tokens

@@ -93,7 +93,19 @@ def cli(*args, cwd):
     finally:
         os.chdir(previous)
         GlobalHydra.instance().clear()
+        close_log_files()
     return code, out.getvalue(), err.getvalue()
+
+
+def close_log_files():
+    """Hydra's job log (launch.log) stays open in this process after an in-process run: close it."""
+    import logging
+
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+                logger.removeHandler(handler)
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -22,6 +22,15 @@ def adapters() -> list[type[Backbone]]:
     return found
 
 
+def adapter_for(pipe) -> type[Backbone]:
+    """The adapter class whose stock pipeline `pipe` is."""
+    for adapter in adapters():
+        if adapter.pipeline_class is not None and isinstance(pipe, adapter.pipeline_class):
+            return adapter
+    known = sorted({a.pipeline_class.__name__ for a in adapters() if a.pipeline_class is not None})
+    raise TypeError(f"no embedding loader for {type(pipe).__name__} (known: {', '.join(known)})")
+
+
 def load_embeddings(pipe, path: str | Path, token: str | None = None) -> list[str]:
     """Add the concept saved in a run's `embeddings/` folder (or the run folder itself) to a stock pipeline.
     Returns the concept's tokens. SDXL expands a multi-vector `<dog>` in prompts by itself; SanaPipeline and
@@ -29,8 +38,4 @@ def load_embeddings(pipe, path: str | Path, token: str | None = None) -> list[st
     folder = Path(path)
     if (folder / "embeddings").is_dir():
         folder = folder / "embeddings"
-    for adapter in adapters():
-        if adapter.pipeline_class is not None and isinstance(pipe, adapter.pipeline_class):
-            return adapter.load_into_pipeline(pipe, folder, token)
-    known = sorted({a.pipeline_class.__name__ for a in adapters() if a.pipeline_class is not None})
-    raise TypeError(f"no embedding loader for {type(pipe).__name__} (known: {', '.join(known)})")
+    return adapter_for(pipe).load_into_pipeline(pipe, folder, token)

@@ -34,6 +34,12 @@ class Backbone:
     device: torch.device
     dtype: torch.dtype
 
+    denoiser_name: str = "transformer"  # the pipeline component the denoiser is (and adapters sit on)
+
+    @property
+    def denoiser(self) -> nn.Module:
+        return getattr(self, self.denoiser_name)
+
     # image sides must be multiples of this (VAE downsampling x patch size); set by each adapter
     resolution_multiple: int = 8
 

@@ -33,6 +33,7 @@ def _sana_preprocess(text: str) -> str:
 
 
 class SanaBackbone(Backbone):
+    denoiser_name = "transformer"  # the pipeline component an adapter sits on
     name = "sana"
 
     def __init__(

@@ -47,6 +47,7 @@ def time_ids(extras: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 class SDXLBackbone(Backbone):
+    denoiser_name = "unet"  # the pipeline component an adapter sits on
     name = "sdxl"
 
     def __init__(

@@ -21,6 +21,7 @@ from dti.core.runtime import resolve_device, resolve_dtype
 
 
 class WanBackbone(Backbone):
+    denoiser_name = "transformer"  # the pipeline component an adapter sits on
     name = "wan"
 
     def __init__(

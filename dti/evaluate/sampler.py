@@ -133,10 +133,13 @@ def load_trained_embeddings(concept: Concept, backbone: Backbone, folder: Path) 
         table.set_embeddings(rows)
 
 
-def embeddings_checksum(backbone: Backbone, folder: Path) -> str:
+def embeddings_checksum(backbone: Backbone, folder: Path, adapter: Path | None = None) -> str:
+    """What the samples were made from: the embedding files, and the adapter's weights when there is one."""
     digest = hashlib.sha256()
     for slot in backbone.encoders:
         digest.update((Path(folder) / slot.diffusers_file).read_bytes())
+    for path in sorted(Path(adapter).glob("*.safetensors")) if adapter else []:
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dti.core.errors import InputError
+from dti.method.crossinit import encoder_output_rows
 from dti.method.magnitude import Magnitude
 from dti.method.slots import TextEncoderSlot
 
@@ -34,6 +35,7 @@ class ConceptTable(nn.Module):
         self.weight = nn.Parameter(F.normalize(init, dim=-1) if self.fixed_norm else init.clone())
         self.register_buffer("prior", F.normalize(init, dim=-1))
         self.register_buffer("magnitude", magnitude.float() if magnitude is not None else init.norm(dim=-1))
+        self.register_buffer("initial", self.embeddings().detach().clone())  # E₀, for an anchor penalty
 
     def embeddings(self) -> torch.Tensor:
         return self.magnitude[:, None] * self.weight if self.fixed_norm else self.weight
@@ -182,12 +184,13 @@ class Concept:
 
 def add_concept(
     encoders: list[TextEncoderSlot], placeholder: str, initializer: str, magnitude: Magnitude,
-    num_vectors: int | None = None, stand_in: str | None = None,
+    num_vectors: int | None = None, stand_in: str | None = None, init: str = "word",
 ) -> Concept:
     """Add `placeholder` to every tokenizer of a backbone's `encoders` and wrap each lookup with a new table.
 
     `stand_in`: add this token instead, under the concept's own name (`placeholder`) for everything it writes;
     packed training uses it when two concepts of one batch share a placeholder (e.g. two kappas of one subject).
+    `init`: where the rows start (dti.method.method): the word's vocabulary rows, or CrossInit's encoder output.
     """
     if num_vectors is not None and (not isinstance(num_vectors, int) or isinstance(num_vectors, bool)
                                     or num_vectors < 1):
@@ -208,14 +211,16 @@ def add_concept(
     tokens, added = names(placeholder), names(stand_in or placeholder)
     tables, originals = {}, []
     try:
-        _add_to_encoders(encoders, stand_in or placeholder, added, n, init_ids, magnitude, tables, originals)
+        _add_to_encoders(encoders, stand_in or placeholder, added, n, init_ids, magnitude, tables, originals,
+                         initializer if init == "encoder_output" else None)
     except BaseException:
         Concept(placeholder, tokens, tables, initializer, added, originals).remove()  # leave the backbone as is
         raise
     return Concept(placeholder, tokens, tables, initializer, added, originals)
 
 
-def _add_to_encoders(encoders, placeholder, tokens, n, init_ids, magnitude, tables, originals) -> None:
+def _add_to_encoders(encoders, placeholder, tokens, n, init_ids, magnitude, tables, originals,
+                     encode_word: str | None) -> None:
     for slot in encoders:
         # extra vectors start from the last initializer token; a forced smaller count keeps the first ones
         ids = (init_ids[slot.key] + [init_ids[slot.key][-1]] * n)[:n]
@@ -235,7 +240,10 @@ def _add_to_encoders(encoders, placeholder, tokens, n, init_ids, magnitude, tabl
         if [i for i in check if i >= first_id] != new_ids or any(
                 slot.tokenizer.convert_ids_to_tokens(i).strip("▁ ") for i in between):
             raise InputError("placeholder", placeholder, f"does not tokenize to its own ids in {slot.key}: {check}")
-        init = frozen.weight[torch.tensor(ids, device=frozen.weight.device)].detach().float()
+        if encode_word is None:
+            init = frozen.weight[torch.tensor(ids, device=frozen.weight.device)].detach().float()
+        else:  # before the lookup is wrapped: the encoder sees the frozen vocabulary only
+            init = encoder_output_rows(slot, encode_word, n).to(frozen.weight.device)
         vocab = frozen.weight[: slot.num_vocab_rows]
         m = magnitude(vocab, init, slot.tokenizer.all_special_ids)
         if m is not None:

@@ -61,3 +61,17 @@ def add_tokens(tokenizer, text_encoder, token: str, rows: torch.Tensor) -> list[
     with torch.no_grad():
         weight[torch.tensor(ids, device=weight.device)] = rows.to(weight.device, weight.dtype)
     return tokens
+
+
+def write_kohya_lora(path: Path, lora: dict[str, torch.Tensor], rows: dict[str, torch.Tensor], name: str,
+                     alpha: float) -> Path:
+    """One A1111 / kohya-style LoRA file (diffusers' PEFT -> kohya key conversion, `lora_unet_...`) with the
+    embedding bundled under `bundle_emb.<name>.<encoder key>` (clip_l, clip_g), which ComfyUI's and A1111's
+    LoRA loaders read as an embedding shipped with the LoRA."""
+    from diffusers.utils import convert_state_dict_to_kohya
+
+    state = convert_state_dict_to_kohya({f"unet.{k}": v.detach().float().cpu() for k, v in lora.items()})
+    state = {k: (torch.tensor(float(alpha)) if k.endswith(".alpha") else v.contiguous()) for k, v in state.items()}
+    state.update({f"bundle_emb.{name}.{key}": value.contiguous() for key, value in rows.items()})
+    io.save_safetensors(path, state, {"format": "pt", "ss_network_module": "networks.lora"})
+    return Path(path)

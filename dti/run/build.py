@@ -19,10 +19,12 @@ from dti.evaluate.sampler import SamplerSettings
 from dti.evaluate.scorers import Evaluator
 from dti.method.concept import Concept, ConceptEmbedding, add_concept, check_fits
 from dti.method.magnitude import Magnitude
+from dti.method.method import ConceptMethod
 from dti.method.optim import MAX_LR
 from dti.offline.random_weights import random_pretrained
 from dti.run.identity import fingerprint
 from dti.run.loggers import NullLogger
+from dti.train.adapters import AdapterSettings, DenoiserAdapter
 from dti.train.data import Subject
 from dti.train.settings import TrainSettings
 from dti.train.templates import TEMPLATES
@@ -166,12 +168,30 @@ def build_concept(cfg: DictConfig, subject: Subject, backbone: Backbone | None =
     """The backbone (loaded unless given: one load serves every subject of a job) with the subject's concept
     token added to every text encoder (`stand_in`: see dti.method.concept.add_concept)."""
     backbone = backbone or build_backbone(cfg)
-    concept = add_concept(backbone.encoders, concept_placeholder(cfg, subject), subject.initializer,
-                          build_magnitude(cfg), cfg.num_vectors, stand_in)
+    method = build_method(cfg)
+    initializer = method.initializer_prefix + subject.initializer
+    concept = add_concept(backbone.encoders, concept_placeholder(cfg, subject), initializer,
+                          build_magnitude(cfg), cfg.num_vectors, stand_in, method.init)
     for key, table in concept.tables.items():
-        log.info("%s: tokens %s from initializer %r, |e| %s", key, concept.tokens, subject.initializer,
+        log.info("%s: tokens %s from initializer %r (%s), |e| %s", key, concept.tokens, initializer, method.init,
                  [round(x, 4) for x in table.embeddings().norm(dim=-1).tolist()])
     return backbone, concept
+
+
+def build_method(cfg: DictConfig) -> ConceptMethod:
+    """What the method contributes besides optimizer and magnitude (dti.method.method)."""
+    fields = {f.name for f in dataclasses.fields(ConceptMethod)}
+    return ConceptMethod(**{k: v for k, v in OmegaConf.to_container(cfg.method).items() if k in fields})
+
+
+def build_adapter_settings(cfg: DictConfig) -> AdapterSettings:
+    return _settings(AdapterSettings, cfg.adapter)
+
+
+def build_adapter(cfg: DictConfig, backbone: Backbone) -> DenoiserAdapter | None:
+    """The denoiser's adapter of this run (None: adapter=none), added to the loaded backbone's denoiser."""
+    settings = build_adapter_settings(cfg)
+    return None if settings.kind == "none" else DenoiserAdapter(backbone.denoiser, settings, seed=cfg.seed)
 
 
 def check_training(cfg: DictConfig) -> TrainSettings:
@@ -179,18 +199,22 @@ def check_training(cfg: DictConfig) -> TrainSettings:
     check_scalars(cfg)
     check_compatible(build_magnitude(cfg), build_optimizer_factory(cfg))
     checks.integer("seed", cfg.seed, minimum=0, maximum=2**63 - 1)
+    method, adapter = build_method(cfg), build_adapter_settings(cfg)
+    if method.objective == "dco" and adapter.kind == "none":
+        raise InputError("method.objective", "dco", "compares the model with its adapter off: set adapter=lora")
     return _settings(TrainSettings, cfg.train)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: Concept, subject: Subject,
-                  logger=None) -> Trainer:
+                  logger=None, adapter: DenoiserAdapter | None = None) -> Trainer:
     settings = check_training(cfg)
     check_fits(concept, backbone.encoders, TEMPLATES[settings.templates], "train.templates")
     if settings.validation.enabled:
         check_fits(concept, backbone.encoders, settings.validation.prompts, "train.validation.prompts")
     optimizer = build_optimizer_factory(cfg)(concept.param_groups())
     return Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, run_dir,
-                   logger or NullLogger(), seed=cfg.seed, fingerprint=fingerprint(cfg, subject))
+                   logger or NullLogger(), seed=cfg.seed, fingerprint=fingerprint(cfg, subject),
+                   method=build_method(cfg), adapter=adapter)
 
 
 def check_resolutions(cfg: DictConfig, backbone: Backbone, stages: list[str]) -> None:

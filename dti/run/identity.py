@@ -29,8 +29,9 @@ from dti.train.data import Subject
 
 # a key, or a prefix with ".*" for every key below it; group choices (`method=ti`) are keys too
 CONCEPT_KEYS = (
-    "method", "method.name", "recipe", "experiment", "words", "optimizer", "optimizer.*", "magnitude", "magnitude.*",
-    "kappa", "placeholder", "num_vectors", "seed",
+    "method", "method.name", "method.init", "method.anchor", "method.objective", "method.dco_beta",
+    "method.train_embedding", "method.initializer_prefix", "recipe", "experiment", "words", "adapter", "adapter.*",
+    "optimizer", "optimizer.*", "magnitude", "magnitude.*", "kappa", "placeholder", "num_vectors", "seed",
     "train.steps", "train.batch_size", "train.grad_accum", "train.resolution", "train.templates", "train.crop",
     "train.random_flip", "train.sample_latents",
     "model", "model._target_", "model.pretrained", "model.revision", "model.variant", "model.vae", "model.adapter",

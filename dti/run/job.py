@@ -28,6 +28,7 @@ from dti.evaluate.sampler import Sampler, embeddings_checksum, image_settings, l
 from dti.method.concept import check_fits
 from dti.run.build import (
     BackboneCache,
+    build_adapter,
     build_backbone,
     build_concept,
     build_evaluator,
@@ -187,24 +188,27 @@ class Job:
 
     def run_subject(self, subject, directory: Path, prompt_set, targets) -> dict:
         started, cfg, stages, result = time.perf_counter(), self.cfg, self.stages, {}
-        concept = logger = None
+        concept = logger = adapter = None
         failed = True
         try:
             if "train" in stages or "sample" in stages:
                 concept = build_concept(cfg, subject, self.backbone)[1]
+                adapter = build_adapter(cfg, self.backbone)
             logger = build_logger(cfg, directory, stages, subject.name)
             if "train" in stages:
-                trainer = build_trainer(cfg, directory, self.backbone, concept, subject, logger)
+                trainer = build_trainer(cfg, directory, self.backbone, concept, subject, logger, adapter)
                 if subject.name in self.packed:
                     trainer.settings.resume = "auto"  # trained just now, packed: never clear that again
                 trainer.resume()
                 result["train"] = trainer.fit()
             for tag, step in targets:  # the final embeddings, or each saved step's (sampler.steps)
-                self.sample_and_score(subject, directory, prompt_set, tag, step, concept, logger, result)
+                self.sample_and_score(subject, directory, prompt_set, tag, step, concept, adapter, logger, result)
             failed = False
         finally:
             if logger is not None:
                 logger.finish(failed=failed)  # always: sequential jobs must never share a logger run
+            if adapter is not None:
+                adapter.remove()
             if concept is not None:
                 concept.remove()  # the next subject starts from the untouched backbone
         packed = {"trained_packed": True} if subject.name in self.packed else {}
@@ -212,17 +216,21 @@ class Job:
         return result
 
 
-    def sample_and_score(self, subject, directory: Path, prompt_set, tag: str, step: int | None, concept, logger,
-                         result: dict) -> None:
+    def sample_and_score(self, subject, directory: Path, prompt_set, tag: str, step: int | None, concept,
+                         adapter, logger, result: dict) -> None:
         stages, key = self.stages, "" if step is None else f"@{step}"
         if "sample" in stages:
             embeddings = directory / "embeddings" if step is None else step_folder(directory, step)
             if "train" not in stages or step is not None:
                 load_trained_embeddings(concept, self.backbone, embeddings)
+                if adapter is not None:
+                    adapter.load_saved(directory / "adapter" if step is None else embeddings / "adapter",
+                                       self.backbone.denoiser_name)
             check_fits(concept, self.backbone.encoders, prompt_set.templates, "prompts")
             sampler = Sampler(self.backbone, concept, self.sampler_settings, subject.class_word)
-            result["samples" + key] = str(sampler.run(prompt_set, directory / "samples",
-                                                      embeddings_checksum(self.backbone, embeddings), tag, step))
+            adapter_folder = (directory / "adapter" if step is None else embeddings / "adapter") if adapter else None
+            checksum = embeddings_checksum(self.backbone, embeddings, adapter_folder)
+            result["samples" + key] = str(sampler.run(prompt_set, directory / "samples", checksum, tag, step))
         if "evaluate" in stages:
             self.evaluator = self.evaluator or build_evaluator(self.cfg)
             metrics = self.evaluator.evaluate(directory / "samples" / tag, subject.images, subject.name,

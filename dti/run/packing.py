@@ -53,6 +53,10 @@ def train_packs(items: list[PackItem], backbone, pack: int, launch_id: str, lock
     Whatever fails here is only logged: the item is not trained, so its job trains it on its own. With `lock`,
     each run directory is held while it trains, and one another process holds is left out."""
     trained: set[Path] = set()
+    alone = [i for i in items if i.cfg.adapter.kind != "none"]
+    if alone:  # an adapter belongs to one concept: those concepts train on their own, in their jobs
+        log.info("not packed (an adapter trains per concept): %s", ", ".join(str(i.directory) for i in alone))
+        items = [i for i in items if i.cfg.adapter.kind == "none"]
     for start in range(0, len(items), pack):
         group = items[start:start + pack]
         try:

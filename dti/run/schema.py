@@ -11,13 +11,23 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from dti.evaluate.sampler import SamplerSettings
+from dti.train.adapters import AdapterSettings
 from dti.train.settings import TrainSettings
 
 
 @dataclass
 class MethodInfo:
+    """The `method:` node: its name and label, and what it contributes besides its optimizer and magnitude
+    (dti.method.method.ConceptMethod: initial rows, anchor penalty, objective)."""
+
     name: str = "dti"  # the method file's name (conf/method/<name>.yaml): the report keys paper rows by it
     label: str = "DTI"  # how reports name it
+    init: str = "word"  # word | encoder_output (CrossInit)
+    anchor: float = 0.0  # λ·mean((E − E₀)²) per encoder (CrossInit: 1e-5)
+    objective: str = "mse"  # mse | dco
+    dco_beta: float = 1000.0
+    train_embedding: bool = True
+    initializer_prefix: str = ""  # words before the initializer, e.g. "sks " (OFT only)
 
 
 @dataclass
@@ -35,6 +45,7 @@ class LaunchConfig:
     method: MethodInfo = field(default_factory=MethodInfo)
     train: TrainSettings = field(default_factory=TrainSettings)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    adapter: AdapterSettings = field(default_factory=AdapterSettings)
     model: Any = None
     data: Any = None
     optimizer: Any = None

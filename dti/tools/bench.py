@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,16 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from dti.core import io  # noqa: E402
-from dti.run.build import BackboneCache, build_backbone, build_concept, build_subject  # noqa: E402
+from dti.core.errors import InputError  # noqa: E402
+from dti.run.build import (  # noqa: E402
+    BackboneCache,
+    build_adapter,
+    build_adapter_settings,
+    build_backbone,
+    build_concept,
+    build_subject,
+    build_trainer,
+)
 from dti.run.cli import quiet_libraries  # noqa: E402
 from dti.run.conftree import compose  # noqa: E402
 from dti.run.job import JobContext  # noqa: E402
@@ -164,13 +174,29 @@ def peak_memory() -> dict:
     return {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
+@contextmanager
+def trainer_with_adapter(item: PackItem, backbone):
+    """One trainer whose method trains a denoiser adapter too (packing leaves those out: the adapter is per
+    concept); the adapter and the concept come out of the shared backbone on leaving."""
+    concept = build_concept(item.cfg, item.subject, backbone)[1]
+    adapter = build_adapter(item.cfg, backbone)
+    try:
+        yield [build_trainer(item.cfg, item.directory, backbone, concept, item.subject, adapter=adapter)], []
+    finally:
+        adapter.remove()
+        concept.remove()
+
+
 def bench_train(cfg, bench: BenchSettings) -> dict:
     """Step time of one concept, or with pack=K of K concepts of the subject in one packed step."""
     subject, k = build_subject(cfg), int(cfg.pack)
+    if k > 1 and build_adapter_settings(cfg).kind != "none":
+        raise InputError("pack", k, "methods with a denoiser adapter train one concept at a time: set pack=1")
     backbone = build_backbone(cfg)
     work = Path(tempfile.mkdtemp(prefix="dti-bench-"))
     items = [PackItem(cfg, subject, work / f"concept{i}") for i in range(k)]
-    with packed_trainers(items, backbone) as (trainers, failed):
+    with (packed_trainers(items, backbone) if build_adapter_settings(cfg).kind == "none"
+          else trainer_with_adapter(items[0], backbone)) as (trainers, failed):
         if failed:
             raise failed[0][1]
         prepared = {id(t): t.prepare() for t in trainers}

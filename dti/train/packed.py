@@ -24,6 +24,8 @@ class PackedTrainer:
     def __init__(self, trainers: list[Trainer]):
         if len({t.backbone for t in trainers}) != 1:
             raise ValueError("packed concepts must share one backbone")
+        if any(t.adapter is not None or t.method.objective != "mse" for t in trainers):
+            raise ValueError("concepts with an adapter or another objective than mse train on their own")
         settings = {(t.settings.batch_size, t.settings.grad_accum, t.settings.resolution) for t in trainers}
         if len(settings) != 1:
             raise ValueError("packed concepts need the same batch size, accumulation and resolution")
@@ -93,6 +95,11 @@ class PackedTrainer:
             part_losses = per_sample.view(len(trainers), -1).mean(dim=1) * (len(part) / batch)
             part_losses.sum().backward()
             losses += part_losses.detach()
+        for k, t in enumerate(trainers):  # each concept's own extra terms (CrossInit's anchor), once per step
+            extra = t.method.extra_loss(t.concept.tables)
+            if extra is not None:
+                extra.backward()
+                losses[k] += extra.detach()
         for k, t in enumerate(trainers):
             t.last_loss = losses[k]
             t.last_grads = t.apply_update(losses[k], t.logging_due())

@@ -23,8 +23,10 @@ from dti.core import io
 from dti.core.errors import InputError
 from dti.core.io import read_json
 from dti.method.concept import Concept
-from dti.method.formats import save_embeddings
+from dti.method.formats import save_embeddings, write_kohya_lora
+from dti.method.method import ConceptMethod
 from dti.train import checkpoint
+from dti.train.adapters import DenoiserAdapter
 from dti.train.curves import plot_training, read_log
 from dti.train.health import Health
 from dti.train.settings import TrainSettings
@@ -44,14 +46,17 @@ def _finite_or_none(value: float) -> float | None:
 
 
 # what train.resume=never clears (samples/ too: they were made from the embeddings being replaced)
-TRAINING_OUTPUTS = ("checkpoints", "embeddings", "validation", "train_log.jsonl", "done.json", "samples")
+TRAINING_OUTPUTS = ("checkpoints", "embeddings", "adapter", "validation", "train_log.jsonl", "done.json",
+                    "samples", "train_curves.png")
 
 
 class Trainer:
     def __init__(self, backbone: Backbone, concept: Concept, optimizer: torch.optim.Optimizer, images: list,
                  subject: str, settings: TrainSettings, run_dir: Path, logger, seed: int = 42,
-                 fingerprint: dict | None = None):
+                 fingerprint: dict | None = None, method: ConceptMethod | None = None,
+                 adapter: DenoiserAdapter | None = None):
         self.backbone, self.concept, self.optimizer = backbone, concept, optimizer
+        self.method, self.adapter = method or ConceptMethod(), adapter
         self.images, self.subject, self.settings, self.validation = images, subject, settings, settings.validation
         self.run_dir, self.logger = Path(run_dir), logger
         # what the run's outputs depend on beyond its directory name (checkpoint, images, initializer): a resume
@@ -73,6 +78,7 @@ class Trainer:
             "tables": {k: t.weight.detach().cpu().clone() for k, t in self.concept.tables.items()},
             "optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_state(self.generator),
             "threads": torch.get_num_threads(),  # CPU results depend on it in the last bits (docs/failures.md)
+            **({"adapter": self.adapter.state_dict()} if self.adapter else {}),
         }
 
     def _find_resume(self) -> Path | None:
@@ -146,6 +152,10 @@ class Trainer:
         for group, settings in zip(self.optimizer.param_groups, live):
             group.update(settings)
         checkpoint.restore_rng(self.generator, state["rng"])
+        if self.adapter is not None:
+            if "adapter" not in state:
+                raise InputError("train.resume", str(path), "was made without an adapter; use train.resume=never")
+            self.adapter.load_state_dict(state["adapter"])
         threads = state.get("threads")
         if self.backbone.device.type == "cpu" and threads is not None and threads != torch.get_num_threads():
             log.warning("resuming with %d CPU threads; %s was written with %d, so the result may differ from an "
@@ -218,10 +228,16 @@ class Trainer:
         if validate and self.validation_due():
             self.validate()
 
-    def save_embeddings(self, folder: Path) -> list[Path]:
-        """The concept's current rows in every format (dti.method.formats) into `folder`."""
-        return save_embeddings(self.concept.embeddings(), self.concept.placeholder, self.backbone.encoders, folder,
-                               self.subject, {**self.backbone.embedding_metadata(), "dti.step": str(self.step)})
+    def save_embeddings(self, folder: Path, adapter_folder: Path | None = None) -> list[Path]:
+        """The concept's current rows in every format (dti.method.formats) into `folder`, and the adapter, if
+        any, into `adapter_folder` (default `folder/adapter`: a saved step is scored with the adapter it had)."""
+        metadata = {**self.backbone.embedding_metadata(), "dti.step": str(self.step)}
+        files = save_embeddings(self.concept.embeddings(), self.concept.placeholder, self.backbone.encoders,
+                                folder, self.subject, metadata)
+        if self.adapter is not None:
+            files += self.adapter.save(adapter_folder or Path(folder) / "adapter", self.backbone.pipeline_class,
+                                       self.backbone.denoiser_name)
+        return files
 
     def check_finite(self) -> None:
         """Stop (NonFiniteError) if a loss or gradient went non-finite since the start; a host sync."""
@@ -237,7 +253,12 @@ class Trainer:
         """Export the embeddings, the final validation (unless `validated`: the caller made it), then done.json
         (last: its presence means complete)."""
         self.check_finite()
-        files = self.save_embeddings(self.run_dir / "embeddings")
+        files = self.save_embeddings(self.run_dir / "embeddings", self.run_dir / "adapter")
+        if self.adapter is not None:
+            if self.adapter.settings.kind == "lora" and self.backbone.denoiser_name == "unet":
+                files.append(write_kohya_lora(self.run_dir / "adapter" / f"{self.subject}.safetensors",
+                                              self.adapter.weights(), self.concept.embeddings(),
+                                              self.concept.placeholder, self.adapter.settings.alpha))
         if self.validation.enabled and not validated:
             self.validate()
         norms = self.norms()
@@ -288,8 +309,11 @@ class Trainer:
         first, if asked. Non-finite values are recorded on the device (Health), not synced here."""
         self.health.update(self.step, loss, [t.weight.grad for t in self.concept.tables.values()])
         grads = {k: tab.grad_norm() for k, tab in self.concept.tables.items()} if grad_norms else None
-        self.optimizer.step()
+        if self.method.train_embedding:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.adapter is not None:
+            self.adapter.step(self.step)
         return grads
 
     def train_step(self, prepared: dict, grad_norms: bool = False) -> tuple[torch.Tensor, dict | None]:
@@ -301,11 +325,26 @@ class Trainer:
         for part in torch.arange(batch, device=device).split(s.batch_size):
             cond = self.backbone.encode_text([ids[part] for ids in d["ids"]],
                                              {k: v[part] for k, v in d["augment"].items()})
-            loss = self.backbone.loss(d["noisy"][part], d["t"][part], d["target"][part], cond,
-                                      {k: v[part] for k, v in d["extras"].items()})
+            loss = self.micro_loss((d["noisy"][part], d["t"][part], d["target"][part]), cond,
+                                   {k: v[part] for k, v in d["extras"].items()})
             (loss * (len(part) / batch)).backward()
             loss_sum += loss.detach() * (len(part) / batch)
+        extra = self.method.extra_loss(self.concept.tables)  # once per step, not per micro-batch
+        if extra is not None:
+            extra.backward()
+            loss_sum += extra.detach()
         return loss_sum, self.apply_update(loss_sum, grad_norms)
+
+    def micro_loss(self, inputs: tuple, cond: dict, extras: dict) -> torch.Tensor:
+        """The method's loss (mse, or DCO against the reference pass) of one micro-batch."""
+        def model():
+            return self.backbone.loss(*inputs, cond, extras)
+
+        def reference():  # the same inputs through the denoiser with its adapter off
+            with self.adapter.disabled():
+                return self.backbone.loss(*inputs, {k: v.detach() for k, v in cond.items()}, extras)
+
+        return self.method.loss(model, reference if self.adapter is not None else None)
 
     def _due(self, every: int) -> bool:
         return self.step % every == 0 or self.step == self.settings.steps

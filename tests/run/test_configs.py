@@ -222,10 +222,13 @@ def test_method_rows_match_the_paper_hyper_parameters(method):
 
 def test_table_experiments_compose_with_their_sweeps():
     expected = {
-        "table2": {"method": "ti,dti", "model": "sdxl,sana_1.6b,sana_4.8b"},
+        "table2": {"method": "ti,dti,crossinit", "model": "sdxl,sana_1.6b,sana_4.8b"},
         "table3": {"method": "t3_adamw_proj,t3_rsgd_min,t3_rsgd_float5,t3_rsgd_kappa0,t3_rsgd_kappa5e-4,dti"},
         "fig16": {"method": "fig16_init,dti"},
         "table6": {"method": "ti,dti", "model": "sdxl,sana_1.6b", "+words": "dreambooth,qwen_vl"},
+        "table8": {"method": "dco_ti,dco_dti"},
+        "fig11": {"method": "lora_ti,lora_dti"},
+        "oft": {"method": "oft,oft_ti,oft_dti"},
     }
     for name, params in expected.items():
         cfg = compose_cfg([f"+experiment={name}"], hydra=True)

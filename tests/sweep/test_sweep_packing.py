@@ -72,8 +72,11 @@ def test_a_sweep_packed_across_jobs_matches_separate_runs_with_one_model_load(tm
     assert job.run(cfg, tmp_path / "packed" / "kappa1e-3")["train"]["step"] == 5 and len(steps) == 2
 
 
-def test_a_shared_backbone_refuses_a_leftover_concept():
+def test_a_shared_backbone_refuses_a_leftover_concept(monkeypatch):
+    import dti.offline.tiny as tiny
     from dti.run import build
+
+    monkeypatch.setattr(tiny, "load_tiny", getattr(tiny.load_tiny, "__wrapped__", tiny.load_tiny))  # no test reuse
 
     cfg = compose_cfg(FAST)
     cache = build.BackboneCache()
