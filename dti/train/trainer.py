@@ -221,7 +221,8 @@ class Trainer:
     def save_embeddings(self, folder: Path) -> list[Path]:
         """The concept's current rows in every format (dti.method.formats) into `folder`."""
         return save_embeddings(self.concept.embeddings(), self.concept.placeholder, self.backbone.encoders, folder,
-                               self.subject, {**self.backbone.embedding_metadata(), "dti.step": str(self.step)})
+                               self.subject, {**self.backbone.embedding_metadata(), "dti.step": str(self.step)},
+                               self.backbone.tool_files)
 
     def check_finite(self) -> None:
         """Stop (NonFiniteError) if a loss or gradient went non-finite since the start; a host sync."""
