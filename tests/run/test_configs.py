@@ -240,6 +240,7 @@ def test_table_experiments_compose_with_their_sweeps():
         "table3": {"method": "t3_adamw_proj,t3_rsgd_min,t3_rsgd_float5,t3_rsgd_kappa0,t3_rsgd_kappa5e-4,dti"},
         "fig16": {"method": "fig16_init,dti"},
         "table6": {"method": "ti,dti", "model": "sdxl,sana_1.6b", "+words": "dreambooth,qwen_vl"},
+        "table7": {"method": "ti,dti", "model": "sd15,sd21_base"},
     }
     for name, params in expected.items():
         cfg = compose_cfg([f"+experiment={name}"], hydra=True)
