@@ -18,7 +18,7 @@ from torch import nn
 
 from dti.backbones.latents import LatentCache, build_cache, pixels_to_encode
 from dti.core.errors import InputError
-from dti.method.formats import add_tokens, read_token_file
+from dti.method.formats import add_tokens, encoder_keys_file, read_token_file
 from dti.method.slots import TextEncoderSlot
 
 
@@ -108,6 +108,10 @@ class Backbone:
     def embedding_metadata(self) -> dict[str, str]:
         """What a stock pipeline needs to know to condition as training did, kept in the embedding files."""
         return {}
+
+    # the embedding files for other tools, beside the diffusers file of each encoder: writers of
+    # dti.method.formats (a tuple in a class attribute: the functions stay plain functions, not methods)
+    tool_files: tuple = (encoder_keys_file,)
 
     @classmethod
     def load_into_pipeline(cls, pipe, folder: Path, token: str | None = None) -> list[str]:

@@ -1,12 +1,20 @@
 """Embedding files: the learned rows in the formats other tools read.
 
-Per encoder: `embeddings/<diffusers_file>` = `{placeholder: [n, d]}` (diffusers `load_textual_inversion`), and one
-`embeddings/<subject>.safetensors` = `{<encoder key>: [n, d], ...}` (A1111 / ComfyUI layout, e.g. SDXL's
-`clip_l` and `clip_g`). All float32, each row the final embedding m*·v.
+Always, per encoder: `embeddings/<diffusers_file>` = `{placeholder: [n, d]}` (diffusers `load_textual_inversion`;
+dti reads these back). Then each file the backbone's `tool_files` writers make (the hook: a tuple of the writers
+below, on the backbone):
+- `encoder_keys_file`: `<subject>.safetensors` = `{<encoder key>: [n, d], ...}`, the layout A1111 and ComfyUI read
+  for SDXL (`clip_l`, `clip_g`); the default.
+- `a1111_pt_file`: `<subject>.pt`, the file A1111 writes for SD1.x/2.x (`string_to_param {"*": [n, d]}`); diffusers
+  reads it too (token = its `name`, the placeholder). A1111 triggers on the file name.
+- `emb_params_file`: `<subject>.safetensors` = `{"emb_params": [n, d]}`, the SD1.x/2.x file kohya writes and
+  A1111 and ComfyUI read (diffusers: pass `token=`).
+All float32, each row the final embedding m*·v.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,11 +25,48 @@ from dti.core import io
 from dti.core.errors import NonFiniteError
 from dti.method.slots import TextEncoderSlot
 
+# A tool file writer: (rows {encoder key: [n, d]}, placeholder, encoders, folder, subject, metadata) -> its path
+ToolFileWriter = Callable[[dict, str, list, Path, str, dict], Path]
+
+
+def encoder_keys_file(rows, placeholder, encoders, folder, subject, metadata) -> Path:
+    """`<subject>.safetensors` = {<encoder key>: rows}: A1111 / ComfyUI's SDXL layout."""
+    path = folder / f"{subject}.safetensors"
+    io.save_safetensors(path, {slot.key: rows[slot.key] for slot in encoders}, metadata)
+    return path
+
+
+def _single_encoder_rows(rows: dict, encoders: list, fmt: str) -> torch.Tensor:
+    if len(encoders) != 1:  # SD1.x/2.x formats hold one text encoder's rows
+        raise ValueError(f"the {fmt} format holds one text encoder's rows, not {len(encoders)}")
+    return rows[encoders[0].key].detach().float().cpu().contiguous()
+
+
+def a1111_pt_file(rows, placeholder, encoders, folder, subject, metadata) -> Path:
+    """`<subject>.pt` as A1111 saves an embedding (`string_to_token` is A1111's constant: the id of "*"). `name` is
+    the placeholder, the token diffusers adds; dti's metadata rides along under "dti" (readers ignore it)."""
+    step = metadata.get("dti.step")
+    path = folder / f"{subject}.pt"
+    io.save_torch(path, {
+        "string_to_token": {"*": 265}, "string_to_param": {"*": _single_encoder_rows(rows, encoders, "A1111 .pt")},
+        "name": placeholder, "step": int(step) if step is not None else None,
+        "sd_checkpoint": None, "sd_checkpoint_name": None, "dti": dict(metadata),
+    })
+    return path
+
+
+def emb_params_file(rows, placeholder, encoders, folder, subject, metadata) -> Path:
+    """`<subject>.safetensors` = {"emb_params": rows}: kohya's SD1.x/2.x embedding, read by A1111 and ComfyUI."""
+    path = folder / f"{subject}.safetensors"
+    io.save_safetensors(path, {"emb_params": _single_encoder_rows(rows, encoders, "emb_params")}, metadata)
+    return path
+
 
 def save_embeddings(rows: dict[str, torch.Tensor], placeholder: str, encoders: list[TextEncoderSlot], folder: Path,
-                    subject: str, metadata: dict[str, str] | None = None) -> list[Path]:
-    """Write `rows` ({encoder key: [n, d]}) in every format, each file with `metadata`; returns the files written.
-    Rows that are not finite are refused before anything is written."""
+                    subject: str, metadata: dict[str, str] | None = None,
+                    tool_files: tuple[ToolFileWriter, ...] = (encoder_keys_file,)) -> list[Path]:
+    """Write `rows` ({encoder key: [n, d]}) as the diffusers file of each encoder and the `tool_files`, each file
+    with `metadata`; returns the files written. Rows that are not finite are refused before anything is written."""
     for key, value in rows.items():
         if not torch.isfinite(value).all():
             raise NonFiniteError(f"the learned {key} rows are not finite (NaN or inf): no embedding file written")
@@ -29,8 +74,8 @@ def save_embeddings(rows: dict[str, torch.Tensor], placeholder: str, encoders: l
     for slot in encoders:
         files.append(Path(folder) / slot.diffusers_file)
         io.save_safetensors(files[-1], {placeholder: rows[slot.key]}, metadata)
-    files.append(Path(folder) / f"{subject}.safetensors")
-    io.save_safetensors(files[-1], {slot.key: rows[slot.key] for slot in encoders}, metadata)
+    for write in tool_files:
+        files.append(write(rows, placeholder, encoders, Path(folder), subject, dict(metadata or {})))
     return files
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,6 +35,14 @@ def _clip_tokenizers(modules: dict) -> dict:
     return {"tokenizer": build_clip_tokenizer(), "tokenizer_2": build_clip_tokenizer(pad_token="!")}
 
 
+def _clip_l_tokenizer(modules: dict) -> dict:
+    return {"tokenizer": build_clip_tokenizer()}
+
+
+def _open_clip_h_tokenizer(modules: dict) -> dict:
+    return {"tokenizer": build_clip_tokenizer(pad_token="!")}  # SD2.x pads with "!" (OpenCLIP pads with id 0)
+
+
 def _gemma_tokenizer(modules: dict) -> dict:
 
     return {"tokenizer": gemma_style_tokenizer(size=modules["text_encoder"].config.vocab_size)}
@@ -54,6 +62,7 @@ class RandomModel:
     modules: dict[str, tuple[str, str, str | None, str]]
     scheduler: str  # config file of the sampling scheduler
     tokenizers: Callable[[dict], dict]  # the built modules -> the pipeline's tokenizer arguments
+    extra: dict = field(default_factory=dict)  # other pipeline arguments (components left out)
 
 
 def _sana(transformer: str) -> RandomModel:
@@ -62,6 +71,15 @@ def _sana(transformer: str) -> RandomModel:
         "vae": ("diffusers", "AutoencoderDC", None, "sana1.5_1.6b.vae"),
         "text_encoder": ("transformers", "Gemma2Model", "Gemma2Config", "sana1.5_1.6b.text_encoder"),
     }, "sana1.5_1.6b.scheduler", _gemma_tokenizer)
+
+
+def _sd(prefix: str, tokenizers: Callable[[dict], dict]) -> RandomModel:
+    return RandomModel("StableDiffusionPipeline", {
+        "unet": ("diffusers", "UNet2DConditionModel", None, f"{prefix}.unet"),
+        "vae": ("diffusers", "AutoencoderKL", None, f"{prefix}.vae"),
+        "text_encoder": ("transformers", "CLIPTextModel", "CLIPTextConfig", f"{prefix}.text_encoder"),
+    }, f"{prefix}.scheduler", tokenizers,
+        {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False})
 
 
 MODELS = {
@@ -79,6 +97,8 @@ MODELS = {
         "vae": ("diffusers", "AutoencoderKLWan", None, "wan2.1_t2v_1.3b.vae"),
         "text_encoder": ("transformers", "UMT5EncoderModel", "UMT5Config", "wan2.1_t2v_1.3b.text_encoder"),
     }, "wan2.1_t2v_1.3b.scheduler", _umt5_tokenizer),
+    "sd15": _sd("sd1.5", _clip_l_tokenizer),
+    "sd21_base": _sd("sd2.1_base", _open_clip_h_tokenizer),
 }
 
 
@@ -111,8 +131,8 @@ def build_random(model: str, folder: Path, overrides: dict | None = None) -> Non
         if name != "vae":  # the adapters choose the VAE's precision (model.vae_dtype); the rest runs in bf16
             module.to(torch.bfloat16)
     scheduler = sampling_scheduler(load_config(spec.scheduler))
-    getattr(diffusers, spec.pipeline)(**modules, **spec.tokenizers(modules), scheduler=scheduler).save_pretrained(
-        folder)
+    getattr(diffusers, spec.pipeline)(**modules, **spec.tokenizers(modules), scheduler=scheduler,
+                                      **spec.extra).save_pretrained(folder)
 
 
 def random_pretrained(model: str, cache_dir: str | None = None) -> Path:

@@ -3,8 +3,8 @@
 Tests and the demo run on these instead of hub checkpoints. They go through exactly the same `from_pretrained`
 code path as a real checkpoint: the builder writes a diffusers pipeline folder once into the cache, and the
 model config then points the ordinary adapter at that folder. Shapes are small, everything else is real: the
-real 49 408-token CLIP tokenizer, the legacy `eos_token_id: 2` text-encoder config of SDXL's hub checkpoint, and
-SDXL's scheduler.
+real 49 408-token CLIP tokenizer (with each checkpoint's pad token), the legacy `eos_token_id: 2` text-encoder
+config of the SDXL and SD hub checkpoints, and the published scheduler configs.
 """
 
 from __future__ import annotations
@@ -14,22 +14,34 @@ from pathlib import Path
 import torch
 from hydra.utils import get_class
 
+from dti.backbones.base import sampling_scheduler
 from dti.offline.cache import build_once
 from dti.offline.clip_tokenizer import build_clip_tokenizer
+from dti.offline.random_weights import load_config
 from dti.offline.tokenizers import gemma_style_tokenizer, t5_style_tokenizer
 
 
-def _tiny_clip_config(projection_dim: int):
+def _tiny_clip_config(projection_dim: int, hidden_act: str = "gelu"):
     from transformers import CLIPTextConfig
 
     # bos/eos/pad ids as in SDXL's hub configs (eos 2 is the legacy value, see dti.backbones.sdxl.use_eos_pooling)
     return CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=3,
                           num_attention_heads=4, max_position_embeddings=77, projection_dim=projection_dim,
-                          hidden_act="gelu", bos_token_id=0, eos_token_id=2, pad_token_id=1)
+                          hidden_act=hidden_act, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+
+
+def _tiny_kl_vae(scaling_factor: float, force_upcast: bool):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8,
+        sample_size=32, scaling_factor=scaling_factor, force_upcast=force_upcast,
+    )
 
 
 def build_tiny_sdxl(folder: Path, seed: int = 0) -> None:
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 
@@ -41,11 +53,7 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> None:
         addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), cross_attention_dim=64,
         projection_class_embeddings_input_dim=6 * 8 + 32, norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8,
-        sample_size=32, scaling_factor=0.13025, force_upcast=True,
-    )
+    vae = _tiny_kl_vae(scaling_factor=0.13025, force_upcast=True)
     scheduler = EulerDiscreteScheduler(  # SDXL base's scheduler config
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
         prediction_type="epsilon", steps_offset=1, timestep_spacing="leading", interpolation_type="linear",
@@ -56,6 +64,38 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> None:
         unet=unet, scheduler=scheduler,
     )
     pipe.save_pretrained(folder)
+
+
+def _build_tiny_sd(folder: Path, seed: int, published: str, pad_token: str, hidden_act: str,
+                   use_linear_projection: bool) -> None:
+    """An SD1.x/2.x-shaped pipeline: the published checkpoint's tokenizer conventions, text activation, UNet
+    projection type, VAE scale and scheduler config (dti/offline/archs/<published>.*.json); tiny shapes."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=use_linear_projection, cross_attention_dim=32,
+        norm_num_groups=8,
+    )
+    scheduler = sampling_scheduler(load_config(f"{published}.scheduler"))
+    StableDiffusionPipeline(
+        vae=_tiny_kl_vae(scaling_factor=0.18215, force_upcast=True),
+        text_encoder=CLIPTextModel(_tiny_clip_config(32, hidden_act)), tokenizer=build_clip_tokenizer(pad_token),
+        unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    ).save_pretrained(folder)
+
+
+def build_tiny_sd15(folder: Path, seed: int = 0) -> None:
+    # SD1.5: OpenAI CLIP-L (quick_gelu), padded with <|endoftext|>; conv projections in the UNet's transformers
+    _build_tiny_sd(folder, seed, "sd1.5", "<|endoftext|>", "quick_gelu", use_linear_projection=False)
+
+
+def build_tiny_sd21(folder: Path, seed: int = 0) -> None:
+    # SD2.1-base: OpenCLIP-H (gelu), padded with "!" (its tokenizer's special_tokens_map); linear projections
+    _build_tiny_sd(folder, seed, "sd2.1_base", "!", "gelu", use_linear_projection=True)
 
 
 def build_tiny_sana(folder: Path, seed: int = 0) -> None:
@@ -118,7 +158,8 @@ def build_tiny_wan(folder: Path, seed: int = 0) -> None:
                 scheduler=scheduler).save_pretrained(folder)
 
 
-BUILDERS = {"tiny_sdxl": build_tiny_sdxl, "tiny_sana": build_tiny_sana, "tiny_wan": build_tiny_wan}
+BUILDERS = {"tiny_sdxl": build_tiny_sdxl, "tiny_sana": build_tiny_sana, "tiny_wan": build_tiny_wan,
+            "tiny_sd15": build_tiny_sd15, "tiny_sd21": build_tiny_sd21}
 
 
 def tiny_path(name: str, cache_dir: str | None = None) -> Path:

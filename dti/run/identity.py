@@ -37,7 +37,7 @@ CONCEPT_KEYS = (
     "model", "model._target_", "model.pretrained", "model.revision", "model.variant", "model.vae", "model.adapter",
     "model.tiny_name", "model.random_init", "model.max_sequence_length", "model.complex_human_instruction",
     "model.instruction_stages", "model.zero_pad_scale", "model.zero_pad_max", "model.train_shift",
-    "model.pooling",
+    "model.pooling", "model.encoder_key",
     "data.initializer", "data.words", "data.num_images",
 )
 OTHER_KEYS = (

@@ -58,7 +58,8 @@ from dti.train.packed import PackedTrainer  # noqa: E402
 
 # dense bf16 peak of the chips we run on, for the "fraction of peak" figure
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
-TINY = {"sdxl": "tiny_sdxl", "sana_1.6b": "tiny_sana", "sana_4.8b": "tiny_sana", "wan_1.3b": "tiny_wan"}
+TINY = {"sdxl": "tiny_sdxl", "sana_1.6b": "tiny_sana", "sana_4.8b": "tiny_sana", "wan_1.3b": "tiny_wan",
+        "sd15": "tiny_sd15", "sd21_base": "tiny_sd21"}
 
 
 @dataclass

@@ -233,7 +233,7 @@ class Trainer:
         any, into `adapter_folder` (default `folder/adapter`: a saved step is scored with the adapter it had)."""
         metadata = {**self.backbone.embedding_metadata(), "dti.step": str(self.step)}
         files = save_embeddings(self.concept.embeddings(), self.concept.placeholder, self.backbone.encoders,
-                                folder, self.subject, metadata)
+                                folder, self.subject, metadata, self.backbone.tool_files)
         if self.adapter is not None:
             files += self.adapter.save(adapter_folder or Path(folder) / "adapter", self.backbone.pipeline_class,
                                        self.backbone.denoiser_name)

@@ -11,10 +11,14 @@ PUBLISHED = {
     ("sana_1.6b", "transformer"): 1.605, ("sana_1.6b", "vae"): 0.312, ("sana_1.6b", "text_encoder"): 2.614,
     ("sana_4.8b", "transformer"): 4.722,
     ("wan_1.3b", "transformer"): 1.419, ("wan_1.3b", "vae"): 0.127, ("wan_1.3b", "text_encoder"): 5.681,
+    # SD2.1's OpenCLIP-H text tower has 354M parameters with its 24 layers; diffusers ships 23 (the penultimate
+    # layer is the output SD2 conditions on), 340M
+    ("sd15", "unet"): 0.860, ("sd15", "text_encoder"): 0.123, ("sd15", "vae"): 0.084,
+    ("sd21_base", "unet"): 0.866, ("sd21_base", "text_encoder"): 0.340, ("sd21_base", "vae"): 0.084,
 }
 
 
-@pytest.mark.parametrize("model", ["sdxl", "sana_1.6b", "sana_4.8b", "wan_1.3b"])
+@pytest.mark.parametrize("model", ["sdxl", "sana_1.6b", "sana_4.8b", "wan_1.3b", "sd15", "sd21_base"])
 def test_shipped_configs_build_the_published_networks(model):
     from dti.offline.random_weights import build_modules
 
@@ -59,3 +63,22 @@ def test_a_random_checkpoint_loads_through_the_adapter_and_trains(tmp_path, mode
     assert backbone.tokenizer("a photo of a toy").input_ids[-2] != backbone.tokenizer.unk_token_id
     done = job.run(cfg, tmp_path / "run")["train"]
     assert done["step"] == 2 and (tmp_path / "run" / "embeddings" / "learned_embeds.safetensors").is_file()
+
+
+def test_a_random_sd_checkpoint_loads_through_the_adapter_and_trains(tmp_path):
+    from dti.offline.random_weights import build_random
+    from dti.run import job
+    from dti.run.build import build_backbone
+
+    build_random("sd21_base", tmp_path / "ckpt", {  # the real layer types, a few channels; the real tokenizer
+        "unet": dict(block_out_channels=[8, 8, 8, 8], layers_per_block=1, attention_head_dim=[2, 2, 2, 2],
+                     norm_num_groups=4, cross_attention_dim=16),
+        "vae": dict(block_out_channels=[4, 4, 4, 4], layers_per_block=1, norm_num_groups=4),
+        "text_encoder": dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
+    })
+    cfg = compose_cfg(["model=sd21_base", f"model.pretrained={tmp_path / 'ckpt'}", "data=synthetic", "stage=[train]",
+                       "train.steps=2", "train.batch_size=1", "train.resolution=64", "train.validation.enabled=false"])
+    backbone = build_backbone(cfg)
+    assert backbone.tokenizer.pad_token == "!" and type(backbone.sample_scheduler).__name__ == "PNDMScheduler"
+    done = job.run(cfg, tmp_path / "run")["train"]
+    assert done["step"] == 2 and (tmp_path / "run" / "embeddings" / "toy.pt").is_file()

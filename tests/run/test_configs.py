@@ -18,7 +18,7 @@ def options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-REAL_MODELS = ["sdxl", "sana_1.6b", "sana_4.8b", "wan_1.3b"]
+REAL_MODELS = ["sdxl", "sana_1.6b", "sana_4.8b", "wan_1.3b", "sd15", "sd21_base"]
 
 # which optimizer takes which magnitude: written out, not derived from the classes' own attributes
 COMPATIBLE = {
@@ -92,6 +92,11 @@ OFFICIAL = {
     ("ti", "sana_1.6b"): ("class_word", 1024, 2, 2, 500, "AdamW", 0.02, 0.0, 0.0, "none", 0.0),
     ("ti", "sana_4.8b"): ("class_word", 1024, 2, 2, 500, "AdamW", 0.02, 0.0, 0.0, "none", 0.0),
     ("dti", "wan_1.3b"): ("initialization", 512, 2, 2, 500, "RiemannianSGD", 0.04, None, 5e-5, "mean", None),
+    # no official script for SD1.5 / 2.1-base: the SDXL scripts' settings at 512 px (recipes/official/sd15.yaml)
+    ("dti", "sd15"): ("class_word", 512, 4, 1, 400, "RiemannianSGD", 0.04, None, 1e-4, "mean", None),
+    ("dti", "sd21_base"): ("class_word", 512, 4, 1, 400, "RiemannianSGD", 0.04, None, 1e-4, "mean", None),
+    ("ti", "sd15"): ("class_word", 512, 4, 1, 400, "AdamW", 0.02, 0.01, 0.0, "none", None),
+    ("ti", "sd21_base"): ("class_word", 512, 4, 1, 400, "AdamW", 0.02, 0.01, 0.0, "none", None),
 }
 
 
@@ -115,6 +120,7 @@ def test_official_sampling_settings():
     expected = {  # model: (height, width, steps, guidance, scheduler, instruction, instruction stages)
         "sdxl": (1024, 1024, 50, 5.0, None), "sana_1.6b": (1024, 1024, 20, 4.5, None),
         "wan_1.3b": (480, 832, 50, 5.0, None),
+        "sd15": (512, 512, 50, 7.5, None), "sd21_base": (512, 512, 50, 7.5, None),  # StableDiffusionPipeline's
     }
     for model, values in expected.items():
         s = compose_cfg([f"model={model}"]).sampler
@@ -131,6 +137,9 @@ PAPER_CHANGES = {
     "sana_4.8b": {"optimizer.lr": 0.02, "train.steps": 1000, "kappa": 1e-4, "optimizer.kappa": 1e-4,
                   "model.complex_human_instruction": None},
     "wan_1.3b": {"optimizer.lr": 5e-3, "kappa": 1e-4, "optimizer.kappa": 1e-4},
+    # the paper names a sampler (DDIM) for SDXL only: SD keeps its checkpoint's PNDM
+    "sd15": {"optimizer.lr": 5e-3, "train.steps": 500},
+    "sd21_base": {"optimizer.lr": 5e-3, "train.steps": 500},
 }
 
 
@@ -210,14 +219,19 @@ GOLDEN = {  # method: (optimizer, magnitude, m* value or None, kappa used by the
 }
 
 
+# the models the method rows run on (Tables 2, 3, 7): steps, batch, resolution of their official recipes
+GOLDEN_MODELS = {"sdxl": (400, 4, 768), "sd15": (400, 4, 512), "sd21_base": (400, 4, 512)}
+
+
+@pytest.mark.parametrize("model", sorted(GOLDEN_MODELS))
 @pytest.mark.parametrize("method", sorted(GOLDEN))
-def test_method_rows_match_the_paper_hyper_parameters(method):
-    cfg = compose_cfg([f"method={method}", "model=sdxl"])
+def test_method_rows_match_the_paper_hyper_parameters(method, model):
+    cfg = composed(f"method={method}", f"model={model}")
     o, m = cfg.optimizer, cfg.magnitude
     magnitude = m._target_.rsplit(".", 1)[-1] + (f":{m.statistic}" if "statistic" in m else "")
     got = (o._target_.rsplit(".", 1)[-1], magnitude, m.get("value"), o.kappa, o.lr, o.get("weight_decay"))
     assert got == GOLDEN[method]
-    assert (cfg.train.steps, cfg.train.batch_size, cfg.train.resolution) == (400, 4, 768)
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.train.resolution) == GOLDEN_MODELS[model]
 
 
 def test_table_experiments_compose_with_their_sweeps():
@@ -229,6 +243,7 @@ def test_table_experiments_compose_with_their_sweeps():
         "table8": {"method": "dco_ti,dco_dti"},
         "fig11": {"method": "lora_ti,lora_dti"},
         "oft": {"method": "oft,oft_ti,oft_dti"},
+        "table7": {"method": "ti,dti", "model": "sd15,sd21_base"},
     }
     for name, params in expected.items():
         cfg = compose_cfg([f"+experiment={name}"], hydra=True)

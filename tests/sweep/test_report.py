@@ -79,3 +79,23 @@ def test_scatter_draws_one_marker_per_point(tmp_path):
     offsets = [c.get_offsets() for c in fig.axes[0].collections]
     assert sum(len(o) for o in offsets) == 3 and fig.axes[0].get_xlabel().startswith("image similarity")
     assert (tmp_path / "s.png").is_file()
+
+
+def test_table7_report_shows_the_papers_sd_rows_and_the_methods_dti_does_not_implement(tmp_path):
+    for model, image in (("sd15", 0.40), ("sd21_base", 0.50)):
+        for subject in ("dog", "cat"):
+            metrics(tmp_path, f"method=dti,model={model}", subject, "dreambooth", image, 0.55, model=model)
+            metrics(tmp_path, f"method=ti,model={model}", subject, "dreambooth", image - 0.1, 0.5, ("ti", "TI"),
+                    model=model)
+    summary = write_report(tmp_path)
+    assert summary["cells"][(("dti", "dreambooth"), "sd21_base")]["subjects"] == 2
+    md = (tmp_path / "report.md").read_text()
+    assert "| method | key | sd15 image | sd15 text | sd21_base image | sd21_base text |" in md
+    assert "| DTI | `dti` | 0.400 (0.418, -0.018) [2×4] | 0.550 (0.554, -0.004) [2×4] | " \
+           "0.500 (0.469, +0.031) [2×4] | 0.550 (0.568, -0.018) [2×4] |" in md
+    assert "| TI | `ti` | 0.300 (—, —) [2×4] |" in md  # Table 7 has no TI row
+    for label, sd15, sd21 in (("P+", (0.273, 0.719), (0.238, 0.663)), ("NeTI", (0.408, 0.579), (0.565, 0.517)),
+                              ("CoRe", (0.340, 0.661), (0.357, 0.654))):
+        cells = [f"not implemented ({v:.3f}, —)" for v in (*sd15, *sd21)]
+        assert f"| {label} | `{label}` | " + " | ".join(cells) + " |" in md
+    assert "Table 7, DTI" in md and "Table 7, NeTI" in md
