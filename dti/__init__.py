@@ -10,3 +10,11 @@ def load_embeddings(pipe, path, token=None):
     from dti.backbones import load_embeddings as _load
 
     return _load(pipe, path, token)
+
+
+def slerp(a, b, t):
+    """Spherical interpolation of two embeddings (rows of the last dimension) at ratio t in [0, 1]: t=0 gives a,
+    t=1 gives b; two DTI concepts (one norm m*) keep that norm all the way (dti.analyze.spherical)."""
+    from dti.analyze.spherical import slerp as _slerp
+
+    return _slerp(a, b, t)
