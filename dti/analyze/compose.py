@@ -14,9 +14,10 @@ def default_prompt(count: int) -> str:
 
 
 def run(ctx: Context) -> dict:
-    runs = ctx.runs(minimum=2)
-    prompts = check_prompts(ctx.settings.prompts or [default_prompt(len(runs))], len(runs))
+    count = len(ctx.cfg.runs)
+    prompts = check_prompts(ctx.settings.prompts or [default_prompt(count)], count)
     sampler = ctx.sampler()
+    runs = ctx.runs(minimum=2)
     with concepts_added(ctx.backbone, runs) as concepts:
         def fill(template: str) -> str:
             return template.format(*(" ".join(c.added) for c in concepts))

@@ -9,7 +9,7 @@ from functools import cached_property
 from omegaconf import DictConfig, OmegaConf
 
 from dti.analyze.outputs import AnalysisOutput
-from dti.analyze.runs import LearnedRun, load_runs
+from dti.analyze.runs import LearnedRun, check_paths, load_runs
 from dti.analyze.settings import AnalyzeSettings
 from dti.backbones.base import Backbone
 from dti.run.build import BackboneCache, build_backbone, build_sampler_settings
@@ -37,8 +37,10 @@ class Context:
     def model(self) -> str:
         return str(self.cfg.model.name)
 
-    def runs(self, **kwargs) -> list[LearnedRun]:
-        return load_runs(list(self.cfg.runs), self.backbone, analysis=self.name, **kwargs)
+    def runs(self, with_steps: bool = False, minimum: int = 0, exactly: int | None = None) -> list[LearnedRun]:
+        """The runs of `runs=[...]`: their number and folders checked before the backbone is loaded."""
+        check_paths(list(self.cfg.runs), minimum, exactly, self.name)
+        return load_runs(list(self.cfg.runs), self.backbone, with_steps, minimum, exactly, self.name)
 
     def sampler(self):
         return build_sampler_settings(self.cfg)

@@ -81,8 +81,9 @@ def load_run(path: str | Path, backbone: Backbone, with_steps: bool = False) -> 
     placeholder, rows = _read_rows(folder, backbone, source)
     done = read_json(source / "done.json") or {}
     method = _method_label(source, done) if done else None
-    subject = done.get("subject") or source.name
-    run = LearnedRun(source, f"{method} {subject}" if method else source.name, placeholder, rows,
+    name = source.parent.name if source.name == "embeddings" else source.name  # an exported blend's folder
+    subject = done.get("subject") or name
+    run = LearnedRun(source, f"{method} {subject}" if method else name, placeholder, rows,
                      (done.get("fingerprint") or {}).get("initializer"), method, done.get("step"))
     if with_steps:
         for step_dir in sorted((folder / "steps").glob("[0-9]*")):
@@ -90,13 +91,22 @@ def load_run(path: str | Path, backbone: Backbone, with_steps: bool = False) -> 
     return run
 
 
-def load_runs(paths: list[str], backbone: Backbone, with_steps: bool = False, minimum: int = 0,
-              exactly: int | None = None, analysis: str = "") -> list[LearnedRun]:
-    """Every run of `runs=[...]`, each label unique (a repeated label gets its folder's name)."""
+def check_paths(paths: list, minimum: int = 0, exactly: int | None = None, analysis: str = "") -> list[str]:
+    """The run folders exist and there are as many as the analysis needs (checked before any model is loaded)."""
     paths = [str(p) for p in paths]
     if exactly is not None and len(paths) != exactly or len(paths) < minimum:
         need = f"exactly {exactly}" if exactly is not None else f"at least {minimum}"
         raise InputError("runs", paths, f"{analysis} needs {need} run(s), e.g. runs=[outputs/a/dog,outputs/b/dog]")
+    for path in paths:
+        if not Path(path).is_dir():
+            raise InputError("runs", path, "is not a folder (give a run directory or an embeddings folder)")
+    return paths
+
+
+def load_runs(paths: list[str], backbone: Backbone, with_steps: bool = False, minimum: int = 0,
+              exactly: int | None = None, analysis: str = "") -> list[LearnedRun]:
+    """Every run of `runs=[...]`, each label unique (a repeated label gets its folder's name)."""
+    paths = check_paths(paths, minimum, exactly, analysis)
     runs = [load_run(p, backbone, with_steps) for p in paths]
     seen: dict[str, int] = {}
     for run in runs:
