@@ -17,9 +17,10 @@ POSITION_NAMES = ("position_embedding", "embed_positions", "position_embeddings"
 FIRST_NORM_NAMES = ("layer_norm1", "ln_1", "input_layernorm")
 
 
-def vocabulary(slot: TextEncoderSlot) -> torch.Tensor:
-    """The rows the tokenizer can produce, fp32 (the frozen table, below any concept lookup added on top)."""
-    return slot.input_embeddings().weight[: slot.num_vocab_rows].detach().float()
+def vocabulary(slot: TextEncoderSlot, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The rows the tokenizer can produce, fp32 on `device` (the frozen table, below any concept lookup added on
+    top). On the CPU by default, where the runs' rows are read: the probe asks for the encoder's device."""
+    return slot.input_embeddings().weight[: slot.num_vocab_rows].detach().to(device, torch.float32)
 
 
 def token_names(slot: TextEncoderSlot, ids) -> list[str]:
@@ -33,7 +34,8 @@ def word_rows(slot: TextEncoderSlot, word: str) -> tuple[list[int], torch.Tensor
     ids = word_ids(slot, word)
     if not ids:
         raise InputError("word", word, f"tokenizes to nothing with the {slot.key} tokenizer")
-    return ids, vocabulary(slot)[torch.tensor(ids)]
+    weight = slot.input_embeddings().weight
+    return ids, weight[torch.tensor(ids, device=weight.device)].detach().float().cpu()
 
 
 def initializer_rows(slot: TextEncoderSlot, word: str, n: int) -> torch.Tensor:

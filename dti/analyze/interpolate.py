@@ -7,6 +7,7 @@ directions, norm interpolated: TI concepts of different norms)."""
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 from torch.nn.functional import cosine_similarity
 
 from dti.analyze.context import Context
@@ -41,7 +42,8 @@ def run(ctx: Context) -> dict:
         raise InputError("runs", [str(a.path), str(b.path)], f"have {a.num_vectors} and {b.num_vectors} vectors; "
                          "blending needs concepts with the same number of vectors")
     ratios = [s.ratio] if s.ratio is not None else list(s.ratios)
-    numbers = path_numbers(a.rows, b.rows, ratios, s.blend)
+    numbers = path_numbers(a.rows, b.rows, sorted({*s.ratios, *ratios}), s.blend)
+    ctx.out.figure(_path_figure(numbers, s.blend, ratios if s.ratio is not None else []), "interpolate.png")
     ctx.out.csv(numbers, "interpolate.csv")
     record = {"model": ctx.model, "a": a.label, "b": b.label, "blend": s.blend, "ratios": ratios, "path": numbers}
     lines = [f"{s.blend} from **{a.label}** (ratio 0) to **{b.label}** (ratio 1).", ""]
@@ -71,3 +73,24 @@ def run(ctx: Context) -> dict:
     ctx.out.summary(f"Interpolation: {ctx.model}", lines)
     return ctx.out.result(**record)
 
+
+
+def _path_figure(numbers: list[dict], how: str, marked: list[float]):
+    """Norm and cosine to either end along the path, per encoder; the exported ratio marked."""
+    keys = list(dict.fromkeys(n["encoder"] for n in numbers))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    for i, key in enumerate(keys):
+        points = [n for n in numbers if n["encoder"] == key]
+        t = [n["ratio"] for n in points]
+        colour = plt.get_cmap("tab10")(i % 10)
+        axes[0].plot(t, [n["norm"] for n in points], marker="o", color=colour, label=key)
+        axes[1].plot(t, [n["cos_a"] for n in points], marker="o", color=colour, label=f"{key}: to a")
+        axes[1].plot(t, [n["cos_b"] for n in points], marker="s", linestyle=":", color=colour, label=f"{key}: to b")
+    for ax, title in zip(axes, (f"norm along the {how} path", "cosine to either end")):
+        for t in marked:
+            ax.axvline(t, color="black", linestyle="--", linewidth=1)
+        ax.set_xlabel("ratio")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig

@@ -42,7 +42,7 @@ def probe_parts(slot) -> ProbeParts | None:
     table, norm = position_table(slot), first_norm(slot)
     if table is None or norm is None:
         return None
-    vocab = vocabulary(slot)
+    vocab = vocabulary(slot, table.weight.device)  # the probe trains where the encoder is (a GPU for real models)
     special = set(getattr(slot.tokenizer, "all_special_ids", None) or [])
     candidates = torch.tensor([i for i in range(vocab.shape[0]) if i not in special], device=vocab.device)
     return ProbeParts(table.weight.detach().float(), norm, vocab, candidates)

@@ -17,7 +17,10 @@ FILES = {"norms": {"norms.png", "norms.csv", "norms.json", "summary.md"},
          "neighbours": {"neighbours.png", "neighbours.csv", "neighbours.json", "summary.md"},
          "drift": {"drift.png", "drift.csv", "drift.json", "summary.md"},
          "probe": {"probe.png", "probe.csv", "probe.json", "summary.md"},
-         "angles": {"angles.png", "angles.csv", "angles.json", "summary.md"}}
+         "angles": {"angles.png", "angles.csv", "angles.json", "summary.md"},
+         "interpolate": {"interpolate.png", "interpolate.csv", "interpolate.json", "summary.md"},
+         "magnitude": {"magnitude.csv", "magnitude.json", "summary.md"},
+         "compose": {"compose.json", "summary.md"}}
 SMALL_PROBE = ["analyze.probe.steps=80", "analyze.probe.eval_tokens=48", "analyze.probe.hidden=64"]
 
 
@@ -25,7 +28,8 @@ def run_analysis(name, tmp_path, runs, backbones, *overrides):
     result = analyze(name, ["model=tiny_sdxl", f"analyze.out={tmp_path / name}", "sampler.seeds=[0]", *overrides],
                      runs=runs, backbones=backbones)
     names = {p.name for p in (tmp_path / name).iterdir() if p.is_file()}
-    assert FILES.get(name, {"summary.md"}) <= names, names
+    assert FILES[name] <= names, names
+    assert any(n.endswith(".png") for n in names)  # every analysis draws something
     assert result["summary"].startswith("# ") and all(p.exists() for p in result["files"])
     for slot in backbones.backbone.encoders:  # every concept an analysis added is gone again
         assert not isinstance(slot.input_embeddings(), ConceptEmbedding)
