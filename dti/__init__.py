@@ -18,3 +18,11 @@ def load_embeddings(pipe, path, token=None):
     if (run / "adapter").is_dir():
         load_adapter(pipe, run / "adapter", adapter_for(pipe).denoiser_name)
     return tokens
+
+
+def slerp(a, b, t):
+    """Spherical interpolation of two embeddings (rows of the last dimension) at ratio t in [0, 1]: t=0 gives a,
+    t=1 gives b; two DTI concepts (one norm m*) keep that norm all the way (dti.analyze.spherical)."""
+    from dti.analyze.spherical import slerp as _slerp
+
+    return _slerp(a, b, t)

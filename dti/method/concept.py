@@ -95,7 +95,7 @@ class ConceptEmbedding(nn.Module):
         return torch.where(is_new.unsqueeze(-1), new, frozen)
 
 
-def _initializer_ids(slot: TextEncoderSlot, word: str) -> list[int]:
+def word_ids(slot: TextEncoderSlot, word: str) -> list[int]:
     """The word's ids as they appear inside a prompt ("a <word>"), after the pipeline's preprocessing. For
     SentencePiece-style vocabularies (Gemma) a word after a space is a different row ("▁dog") than the same word
     alone ("dog"); prompts use the former."""
@@ -199,7 +199,7 @@ def add_concept(
     for slot in encoders:
         # a stand-in's concept shares its placeholder with one added before it, which that one's check covered
         _check_placeholder(slot, stand_in or placeholder)
-        ids = _initializer_ids(slot, initializer)
+        ids = word_ids(slot, initializer)
         if not ids:
             raise InputError("initializer", initializer, f"tokenizes to nothing with the {slot.key} tokenizer")
         init_ids[slot.key] = ids
