@@ -192,9 +192,13 @@ def test_run_directories_are_deterministic_and_distinct():
 
 def all_keys():
     keys = set()
-    for model, method in itertools.product(options("model"), options("method")):
+    # a model's keys and a method's keys come from their own files, so each model with the default method and each
+    # method with the default model cover them, plus the pairs a method recipe (conf/method_recipes) sets apart
+    pairs = [(model, "dti") for model in options("model")] + [("sdxl", method) for method in options("method")]
+    pairs += [(recipe.stem, recipe.parent.name) for recipe in (CONF / "method_recipes").glob("*/*.yaml")]
+    for model, method in pairs:
         keys |= set(flatten(OmegaConf.to_container(composed(f"model={model}", f"method={method}"))))
-    for group in ("data", "optimizer", "magnitude", "logger", "prompts", "evaluator", "recipe"):
+    for group in ("data", "optimizer", "magnitude", "logger", "prompts", "evaluator", "recipe", "adapter", "sampler"):
         for option in options(group):
             extra = ["prompts.path=x"] if (group, option) == ("prompts", "file") else []
             keys |= set(flatten(OmegaConf.to_container(composed(f"{group}={option}", *extra))))
