@@ -141,6 +141,15 @@ def test_alpha_and_folder_masks_give_the_same_mask(tmp_path):
         folder_subject(str(opaque), "toy", masks="alpha")
 
 
+def test_unknown_caption_sources_and_mask_settings_are_refused(tmp_path):
+    folder = photos(tmp_path / "toy")
+    with pytest.raises(InputError, match=r"data\.captions='kohya': choose one of templates, sidecar"):
+        folder_subject(str(folder), "toy", captions="kohya", load=False)
+    for masks in ("", "no/such/masks"):
+        with pytest.raises(InputError, match=r"data\.masks=.*neither null, alpha nor an existing folder"):
+            folder_subject(str(folder), "toy", masks=masks, load=False)
+
+
 class PoolingBackbone(Backbone):
     """A stand-in whose 'VAE' averages 8x8 pixel blocks: its latents are the pixels on the latent grid."""
 
@@ -226,8 +235,7 @@ class NoAdapter:
 
 def test_dco_compares_the_masked_losses_of_model_and_reference(tmp_path, monkeypatch):
     folder = photos(tmp_path / "toy", alpha=left_half)
-    cfg = compose_cfg([*FAST, "data=folder", f"data.path={folder}", "data.class_word=toy", "data.masks=alpha",
-                       "train.batch_size=1"])
+    cfg = compose_cfg([*FAST, "data=folder", f"data.path={folder}", "data.class_word=toy", "data.masks=alpha"])
     subject, backbone = build_subject(cfg), load_tiny_sdxl()
     concept = build_concept(cfg, subject, backbone)[1]
     try:
@@ -235,7 +243,7 @@ def test_dco_compares_the_masked_losses_of_model_and_reference(tmp_path, monkeyp
         trainer.method, trainer.adapter = ConceptMethod(objective="dco"), NoAdapter()
         draw = trainer.draw(trainer.prepare())
         mask = draw["extras"]["loss_mask"]  # the trainer caches the photos' alpha and draws it
-        assert mask.shape == (1, 1, 16, 16) and torch.equal(mask[..., :8], torch.ones(1, 1, 16, 8))
+        assert mask.shape == (2, 1, 16, 16) and torch.equal(mask[..., :8], torch.ones(2, 1, 16, 8))
         assert not mask[..., 8:].any()
         masks_seen, real = [], type(backbone).loss
         monkeypatch.setattr(type(backbone), "loss", lambda self, *a, **k: masks_seen.append(a[4].get(
