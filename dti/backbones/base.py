@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dti.backbones.latents import LatentCache, build_cache, pixels_to_encode
+from dti.backbones.latents import LatentCache, build_cache, mask_on_grid, masks_to_encode, pixels_to_encode
 from dti.core.errors import InputError
 from dti.method.formats import add_tokens, encoder_keys_file, read_token_file
 from dti.method.slots import TextEncoderSlot
@@ -61,15 +61,19 @@ class Backbone:
 
     @torch.no_grad()
     def cache_latents(self, images: list[Image.Image], resolution: int, flip: bool, crop: str = "center",
-                      sample: bool = True) -> LatentCache:
+                      sample: bool = True, masks: list[Image.Image] | None = None) -> LatentCache:
         """Every training image encoded once (dti.backbones.latents): its centre crop, or the whole resized image
-        for random crops; `sample=False` keeps the posterior's mean only."""
+        for random crops; `sample=False` keeps the posterior's mean only. `masks` (one per image, white =
+        subject) are cached on the latent grid beside them."""
         samples = pixels_to_encode(images, resolution, flip, crop, self.latent_factor)
         encoded = []
         for pixels, _, _ in samples:
             mean, std = self.encode_pixels(pixels[None].to(self.device))
             encoded.append((mean.float(), std.float() if std is not None and sample else None))
-        return build_cache(encoded, samples, resolution, self.latent_factor, crop == "random", self.device)
+        grid = None if masks is None else [
+            mask_on_grid(m, mean) for m, (mean, _) in
+            zip(masks_to_encode(masks, resolution, flip, crop, self.latent_factor), encoded)]
+        return build_cache(encoded, samples, resolution, self.latent_factor, crop == "random", self.device, grid)
 
     def tokenize(self, prompts: list[str], sampling: bool = False) -> list[torch.Tensor]:
         """Token ids of each prompt for each encoder (padded to the encoder's length), on `self.device`.
@@ -99,7 +103,7 @@ class Backbone:
     def loss(self, noisy: torch.Tensor, t: torch.Tensor, target: torch.Tensor, cond: dict[str, torch.Tensor],
              extras: dict[str, torch.Tensor], per_sample: bool = False) -> torch.Tensor:
         """Mean training loss of a (micro-)batch whose noise and timesteps were drawn by `objective`; with
-        `per_sample`, one value per sample."""
+        `per_sample`, one value per sample. `extras["loss_mask"]`, when drawn, weights it (objectives.mse)."""
         raise NotImplementedError
 
     # -- sampling with the components already in memory ------------------------------------------------------

@@ -7,6 +7,10 @@ Wan, 32 for SANA's DC-AE): the official code's fresh random crop per sample, wit
 this differs from encoding the pixel crop: latents near the window's edges saw the pixels beyond it (the encoder's
 receptive field, and its mid-block attention sees the whole image), and offsets fall on the latent grid only. The
 crop's top-left in pixels goes to the backbone with the draw (SDXL's micro-conditioning time ids).
+
+A loss mask (white = subject) goes through the same resize, centre crop and mirror as its photo's pixels, is
+averaged down to the latent grid (each latent's weight is the mean of its pixels' mask), cached beside the
+latents and cut with the same window: each draw's `loss_mask` covers exactly the latents drawn.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class LatentCache:
     window: int  # the training size on the latent grid
     factor: int  # pixels per latent
     random: bool  # a fresh random window per draw
+    mask: torch.Tensor | None = None  # (N, 1, [1,] H, W) loss weights in [0, 1] on the latent grid; None: no mask
 
     def __len__(self) -> int:
         return self.mean.shape[0]
@@ -52,6 +57,8 @@ class LatentCache:
         extras = {"original_size": self.original[index],
                   "crop_top_left": (self.offset[index] + corner * self.factor).float(),
                   "target_size": torch.full((len(index), 2), float(pixels), device=sizes.device)}
+        if self.mask is not None:
+            extras["loss_mask"] = crop(self.mask[index], corner, self.window)
         return mean, extras
 
 
@@ -79,15 +86,32 @@ def pixels_to_encode(images: list[Image.Image], resolution: int, flip: bool, cro
     return out
 
 
+def masks_to_encode(masks: list[Image.Image], resolution: int, flip: bool, crop_mode: str, factor: int):
+    """(1, H, W) in [0, 1] per sample of `pixels_to_encode` on the same images: each mask through its photo's
+    resize, crop and mirror (the same code: a mask is resized as the photo's pixels are)."""
+    samples = pixels_to_encode([m.convert("L").convert("RGB") for m in masks], resolution, flip, crop_mode, factor)
+    return [((pixels[:1] + 1) / 2).clamp(0, 1) for pixels, _, _ in samples]
+
+
+def mask_on_grid(mask: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """A (1, H, W) pixel mask as (1, 1, [1,] h, w) weights on the grid of `latents` (1, C, [frames,] h, w): each
+    latent's weight is the mean of the mask over its pixels."""
+    pooled = torch.nn.functional.interpolate(mask[None].float(), size=tuple(latents.shape[-2:]), mode="area")
+    return pooled.view(1, 1, *([1] * (latents.dim() - 4)), *latents.shape[-2:]).to(latents.device)
+
+
 def build_cache(encoded: list[tuple[torch.Tensor, torch.Tensor | None]], samples: list, resolution: int,
-                factor: int, random: bool, device: torch.device) -> LatentCache:
-    """The cache from each sample's encoded (mean, std) (each (1, C, ..., h, w)), padded to the largest."""
+                factor: int, random: bool, device: torch.device, masks: list[torch.Tensor] | None = None
+                ) -> LatentCache:
+    """The cache from each sample's encoded (mean, std) (each (1, C, ..., h, w)), padded to the largest, and
+    each sample's mask on the latent grid (`mask_on_grid`), padded alike."""
     heights = [m.shape[-2] for m, _ in encoded]
     widths = [m.shape[-1] for m, _ in encoded]
     shape = (len(encoded), *encoded[0][0].shape[1:-2], max(heights), max(widths))
 
     def padded(tensors):
-        out = torch.zeros(shape, device=device, dtype=tensors[0].dtype)
+        out = torch.zeros((len(encoded), *tensors[0].shape[1:-2], *shape[-2:]), device=device,
+                          dtype=tensors[0].dtype)
         for i, t in enumerate(tensors):
             out[i, ..., : t.shape[-2], : t.shape[-1]] = t[0]
         return out
@@ -98,4 +122,5 @@ def build_cache(encoded: list[tuple[torch.Tensor, torch.Tensor | None]], samples
         sizes=torch.tensor(list(zip(heights, widths)), device=device),
         original=torch.tensor([s[1] for s in samples], dtype=torch.float32, device=device),
         offset=torch.tensor([s[2] for s in samples], dtype=torch.long, device=device),
-        window=resolution // factor, factor=factor, random=random)
+        window=resolution // factor, factor=factor, random=random,
+        mask=None if masks is None else padded(masks))

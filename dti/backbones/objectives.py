@@ -6,10 +6,21 @@ import torch
 
 from dti.core.errors import InputError
 
+MASK_FLOOR = 1e-12  # a window with no subject pixel weighs nothing (instead of dividing by zero)
 
-def mse(prediction: torch.Tensor, target: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
-    """Mean squared error over everything, or per sample (packed concepts each need their own)."""
+
+def mse(prediction: torch.Tensor, target: torch.Tensor, per_sample: bool = False,
+        mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over everything, or per sample (packed concepts each need their own).
+
+    `mask` (B, 1, ..., H, W), weights in [0, 1] on the latent grid: each sample's error is its mean over the
+    masked pixels (all channels), Σ m·e / (C·Σ m), and the batch's the mean of those. The weights are scaled to
+    mean 1 per sample and the same means taken as without a mask, so an all-ones mask gives exactly the
+    unmasked loss."""
     error = (prediction - target).square()
+    if mask is not None:
+        mean = mask.flatten(1).mean(dim=1).clamp_min(MASK_FLOOR)
+        error = error * (mask / mean.view(-1, *([1] * (mask.dim() - 1))))
     return error.flatten(1).mean(dim=1) if per_sample else error.mean()
 
 

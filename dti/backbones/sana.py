@@ -124,7 +124,7 @@ class SanaBackbone(Backbone):
             encoder_attention_mask=cond["mask"], timestep=t * self.transformer.config.timestep_scale,
             return_dict=False,
         )[0]
-        return mse(prediction.float(), target, per_sample)
+        return mse(prediction.float(), target, per_sample, extras.get("loss_mask"))
 
     pipeline_class = SanaPipeline
 

@@ -74,7 +74,7 @@ class StableDiffusionBackbone(Backbone):
     def loss(self, noisy, t, target, cond, extras, per_sample=False):
         prediction = self.unet(noisy.to(self.dtype), t, encoder_hidden_states=cond["prompt_embeds"].to(self.dtype)
                                ).sample
-        return mse(prediction.float(), target, per_sample)
+        return mse(prediction.float(), target, per_sample, extras.get("loss_mask"))
 
     # -- sampling with the loaded components ----------------------------------------------------------------
     pipeline_class = StableDiffusionPipeline

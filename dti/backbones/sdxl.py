@@ -114,7 +114,7 @@ class SDXLBackbone(Backbone):
             added_cond_kwargs={"text_embeds": cond["pooled"].to(self.dtype),
                                "time_ids": time_ids(extras).to(self.dtype)},
         ).sample
-        return mse(prediction.float(), target, per_sample)
+        return mse(prediction.float(), target, per_sample, extras.get("loss_mask"))
 
     # -- sampling with the loaded components ----------------------------------------------------------------
     pipeline_class = StableDiffusionXLPipeline

@@ -70,7 +70,7 @@ class WanBackbone(Backbone):
         prediction = self.transformer(noisy.to(self.dtype), timestep=t,
                                       encoder_hidden_states=cond["prompt_embeds"].to(self.dtype),
                                       return_dict=False)[0]
-        return mse(prediction.float(), target, per_sample)
+        return mse(prediction.float(), target, per_sample, extras.get("loss_mask"))
 
     pipeline_class = WanPipeline
 

@@ -208,13 +208,18 @@ def check_training(cfg: DictConfig) -> TrainSettings:
 def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: Concept, subject: Subject,
                   logger=None, adapter: DenoiserAdapter | None = None) -> Trainer:
     settings = check_training(cfg)
-    check_fits(concept, backbone.encoders, TEMPLATES[settings.templates], "train.templates")
+    if subject.captions is None:
+        check_fits(concept, backbone.encoders, TEMPLATES[settings.templates], "train.templates")
+    else:
+        log.info("%s: %d per-image captions (data.captions=sidecar); train.templates=%s is not used", subject.name,
+                 len(subject.captions), settings.templates)
+        check_fits(concept, backbone.encoders, subject.captions, "data.captions")
     if settings.validation.enabled:
         check_fits(concept, backbone.encoders, settings.validation.prompts, "train.validation.prompts")
     optimizer = build_optimizer_factory(cfg)(concept.param_groups())
     return Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, run_dir,
                    logger or NullLogger(), seed=cfg.seed, fingerprint=fingerprint(cfg, subject),
-                   method=build_method(cfg), adapter=adapter)
+                   method=build_method(cfg), adapter=adapter, captions=subject.captions, masks=subject.masks)
 
 
 def check_resolutions(cfg: DictConfig, backbone: Backbone, stages: list[str]) -> None:

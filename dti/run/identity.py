@@ -6,8 +6,10 @@ every config is in exactly one of the two.
 - The run directory's name is the command line's overrides of CONCEPT_KEYS (`outputs/<name>/<subject>`); values
   that are paths (they contain "/") stay out of names.
 - The fingerprint recorded in every checkpoint and in done.json is the resolved value of every concept key (paths
-  included; `train.steps` excepted, so a run may be extended), the subject's images and its initializer word:
-  a resume or a "complete" run made from anything else is refused instead of silently reused.
+  included; `train.steps` excepted, so a run may be extended), the subject's images and its initializer word,
+  and its captions and loss masks when it has them (by content: `data.captions` and `data.masks` name where they
+  come from, the fingerprint records what they are): a resume or a "complete" run made from anything else is
+  refused instead of silently reused.
 - Samples are identified by the settings each image depends on and the embeddings' checksum (`sampler.json`),
   scores by the evaluator settings (`metrics.json`). `status.json` says how the last attempt ended.
 """
@@ -38,7 +40,7 @@ CONCEPT_KEYS = (
     "model.tiny_name", "model.random_init", "model.max_sequence_length", "model.complex_human_instruction",
     "model.instruction_stages", "model.zero_pad_scale", "model.zero_pad_max", "model.train_shift",
     "model.pooling", "model.encoder_key",
-    "data.initializer", "data.words", "data.num_images",
+    "data.initializer", "data.words", "data.num_images", "data.captions", "data.masks",
 )
 OTHER_KEYS = (
     "stage", "label", "sweep_name", "pack", "wait_for_lock", "method.label",
@@ -49,7 +51,9 @@ OTHER_KEYS = (
     "data.live", "data.subjects.*",
     "sampler", "sampler.*", "prompts", "prompts.*", "evaluator", "evaluator.*", "logger", "logger.*",
 )
-NOT_IN_FINGERPRINT = ("method", "experiment", "optimizer", "magnitude", "model", "train.steps")  # choices; length
+# group choices; the run's length; where captions and masks come from (the fingerprint has their contents)
+NOT_IN_FINGERPRINT = ("method", "experiment", "optimizer", "magnitude", "model", "train.steps", "data.captions",
+                      "data.masks")
 
 
 def _matches(key: str, patterns: tuple[str, ...]) -> bool:
@@ -97,9 +101,15 @@ def concept_settings(cfg: DictConfig) -> dict:
 
 def fingerprint(cfg: DictConfig, subject: Subject) -> dict:
     """What a training run's outputs depend on beyond its directory name: every concept setting (see the module's
-    docstring), the subject's images and the initializer."""
+    docstring), the subject's images and the initializer, and its captions and masks where it has them."""
+    annotations = {}
+    if subject.captions is not None:
+        text = json.dumps(subject.captions, ensure_ascii=False).encode()
+        annotations["captions"] = hashlib.sha1(text).hexdigest()[:16]
+    if subject.masks is not None:
+        annotations["masks"] = [image_key(m) for m in subject.masks]
     return {"settings": concept_settings(cfg), "images": [image_key(im) for im in subject.images],
-            "initializer": subject.initializer}
+            "initializer": subject.initializer, **annotations}
 
 
 def is_complete(directory: Path, stages: list[str], tag: str | None, expected_images: int, fingerprint: dict,

@@ -39,8 +39,10 @@ class PackItem:
 
 
 def pack_key(cfg: DictConfig) -> str:
-    """Concepts can share a batch when they share the loaded backbone and the batch shape."""
-    return json.dumps([model_key(cfg), cfg.train.batch_size, cfg.train.grad_accum, cfg.train.resolution])
+    """Concepts can share a batch when they share the loaded backbone and the batch shape (a loss mask is part of
+    the batch: masked and unmasked concepts do not share one)."""
+    return json.dumps([model_key(cfg), cfg.train.batch_size, cfg.train.grad_accum, cfg.train.resolution,
+                       cfg.data.get("masks") is not None])
 
 
 def trained_in(directory: Path, launch_id: str) -> bool:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from dti.backbones.images import image_files, load_images
 from dti.core.errors import InputError
+from dti.train.annotations import check_caption_source, check_masks, read_captions, read_masks
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class Subject:
     images: list[Image.Image]
     live: bool = False  # DreamBooth's "live subject" (cats, dogs) use the live prompt set in evaluation
     image_names: list[str] = field(default_factory=list)  # each photo's file name without suffix (masks match it)
+    captions: list[str] | None = None  # one prompt template per photo ("{0}" the concept); None: train.templates
+    masks: list[Image.Image] | None = None  # one loss mask per photo (mode L, its size, white = subject)
 
 
 WORD_COLUMNS = ("class_word", "initialization", "qwen_vl")  # the columns of the DreamBooth subject table
@@ -64,8 +67,24 @@ def _read_words_file(path: str) -> dict[str, str]:
     return words
 
 
+def photo_fields(folder: Path, field: str, name: str, class_word: str, captions: str, masks: str | None,
+                 load: bool) -> dict:
+    """The Subject fields a folder of photos gives: the photos, their names, captions and masks (see
+    dti.train.annotations). `load=False`: every check that reads no pixel (captions are read)."""
+    check_caption_source(captions)
+    paths = image_files(folder)
+    check_masks(masks, name, paths)
+    templates = read_captions(paths, class_word) if captions == "sidecar" else None
+    if not load:
+        return {"images": [], "image_names": [p.stem for p in paths], "captions": templates}
+    images, alphas = load_images(folder, field, with_alpha=True)
+    return {"images": images, "image_names": [p.stem for p in paths], "captions": templates,
+            "masks": read_masks(masks, name, paths, images, alphas)}
+
+
 def dreambooth_subject(root: str, subject: str, subjects: dict, initializer: str | None = None,
-                       words: str = "class_word", load: bool = True) -> Subject:
+                       words: str = "class_word", load: bool = True, captions: str = "templates",
+                       masks: str | None = None) -> Subject:
     """`data=dreambooth`: `root/<folder>/*.jpg`, words from the subject table in conf/data/dreambooth.yaml.
     `load=False`: every check but reading the images (they stay empty)."""
     if subject not in subjects:
@@ -77,13 +96,13 @@ def dreambooth_subject(root: str, subject: str, subjects: dict, initializer: str
     folder = Path(root) / entry.get("folder", subject)
     if not folder.is_dir():
         raise InputError("data.subject folder", str(folder), "folder does not exist")
-    return Subject(name=subject, class_word=entry["class_word"], initializer=word,
-                   images=load_images(folder, "data.subject folder") if load else [],
-                   live=bool(entry.get("live", False)), image_names=[p.stem for p in image_files(folder)])
+    return Subject(name=subject, class_word=entry["class_word"], initializer=word, live=bool(entry.get("live", False)),
+                   **photo_fields(folder, "data.subject folder", subject, entry["class_word"], captions, masks, load))
 
 
 def folder_subject(path: str, class_word: str, subject: str | None = None, initializer: str | None = None,
-                   live: bool = False, words: str = "class_word", load: bool = True) -> Subject:
+                   live: bool = False, words: str = "class_word", load: bool = True, captions: str = "templates",
+                  masks: str | None = None) -> Subject:
     """`data=folder`: any folder of images plus its class word. Without a table, `words` other than class_word (a
     recipe's initialization words) fall back to the class word, said once in the log."""
     if not path:
@@ -99,6 +118,5 @@ def folder_subject(path: str, class_word: str, subject: str | None = None, initi
         words = "class_word"
     if not Path(path).is_dir():
         raise InputError("data.path", str(path), "folder does not exist")
-    return Subject(name, str(class_word), initializer_word(name, entry, words, initializer),
-                   load_images(Path(path), "data.path") if load else [], live,
-                   [p.stem for p in image_files(Path(path))])
+    return Subject(name, str(class_word), initializer_word(name, entry, words, initializer), live=live,
+                   **photo_fields(Path(path), "data.path", name, str(class_word), captions, masks, load))

@@ -26,6 +26,8 @@ class PackedTrainer:
             raise ValueError("packed concepts must share one backbone")
         if any(t.adapter is not None or t.method.objective != "mse" for t in trainers):
             raise ValueError("concepts with an adapter or another objective than mse train on their own")
+        if len({t.masks is None for t in trainers}) != 1:
+            raise ValueError("concepts with loss masks and concepts without train in separate packs")
         settings = {(t.settings.batch_size, t.settings.grad_accum, t.settings.resolution) for t in trainers}
         if len(settings) != 1:
             raise ValueError("packed concepts need the same batch size, accumulation and resolution")

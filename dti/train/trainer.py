@@ -54,10 +54,13 @@ class Trainer:
     def __init__(self, backbone: Backbone, concept: Concept, optimizer: torch.optim.Optimizer, images: list,
                  subject: str, settings: TrainSettings, run_dir: Path, logger, seed: int = 42,
                  fingerprint: dict | None = None, method: ConceptMethod | None = None,
-                 adapter: DenoiserAdapter | None = None):
+                 adapter: DenoiserAdapter | None = None, captions: list[str] | None = None,
+                 masks: list | None = None):
         self.backbone, self.concept, self.optimizer = backbone, concept, optimizer
         self.method, self.adapter = method or ConceptMethod(), adapter
         self.images, self.subject, self.settings, self.validation = images, subject, settings, settings.validation
+        # per-image prompt templates (None: settings.templates) and loss masks (None: every pixel counts)
+        self.captions, self.masks = captions, masks
         self.run_dir, self.logger = Path(run_dir), logger
         # what the run's outputs depend on beyond its directory name (checkpoint, images, initializer): a resume
         # or a "complete" run made from anything else is refused instead of silently reused
@@ -283,11 +286,16 @@ class Trainer:
         return out
 
     def prepare(self) -> dict:
-        """What every step reuses: cached latents and pre-tokenised prompt templates (on the device)."""
+        """What every step reuses: cached latents (and masks) and pre-tokenised prompt templates (on the device).
+        With captions, `caption_of` maps each cached sample (an image, and its mirror with random_flip) to the
+        prompt of its image."""
         s = self.settings
-        cache = self.backbone.cache_latents(self.images, s.resolution, s.random_flip, s.crop, s.sample_latents)
-        templates = TEMPLATES[s.templates]
-        return {"cache": cache, "num_templates": len(templates),
+        cache = self.backbone.cache_latents(self.images, s.resolution, s.random_flip, s.crop, s.sample_latents,
+                                            self.masks)
+        templates = TEMPLATES[s.templates] if self.captions is None else self.captions
+        caption_of = None if self.captions is None else torch.arange(
+            len(self.captions), device=self.backbone.device).repeat_interleave(2 if s.random_flip else 1)
+        return {"cache": cache, "num_templates": len(templates), "caption_of": caption_of,
                 "token_ids": self.backbone.tokenize([self.concept.prompt(t) for t in templates])}
 
     def draw(self, prepared: dict) -> dict:
@@ -297,12 +305,15 @@ class Trainer:
         s, device = self.settings, self.backbone.device
         batch = s.batch_size * s.grad_accum
         image_idx = torch.randint(len(prepared["cache"]), (batch,), generator=self.generator, device=device)
+        # drawn with captions too (then unused): the draws keep one order whichever prompts a run has
         template_idx = torch.randint(prepared["num_templates"], (batch,), generator=self.generator, device=device)
+        if prepared.get("caption_of") is not None:
+            template_idx = prepared["caption_of"][image_idx]  # each image's own caption
         x0, extras = prepared["cache"].draw(image_idx, self.generator)
         noisy, t, target = self.backbone.objective(x0, self.generator)
         augment = self.backbone.text_augmentation(batch, self.generator)
         return {"ids": [ids[template_idx] for ids in prepared["token_ids"]], "noisy": noisy, "t": t,
-                "target": target, "extras": extras, "augment": augment}
+                "target": target, "extras": extras, "augment": augment, "samples": image_idx}
 
     def apply_update(self, loss: torch.Tensor, grad_norms: bool) -> dict | None:
         """The optimizer step on the accumulated gradients of a step whose mean loss is `loss`; ‖g‖ per encoder
