@@ -112,9 +112,12 @@ def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     base = _compose(fixed, hydra=True)
     params = base.hydra.sweeper.get("params")
     params = OmegaConf.to_container(params, resolve=False) if params is not None else {}
+    # the command line wins over the experiment's sweep of the same key (a single value or a sweep of its own)
+    given = {o.key_or_group for o in parsed}
     swept = {o.key_or_group: o.input_line for o in parsed if o.is_sweep_override()}
     for key, values in params.items():
-        swept.setdefault(str(key), f"{key}={values}")
+        if str(key).lstrip("+~") not in given:
+            swept[str(key)] = f"{key}={values}"
     sweep = parser.parse_overrides([*fixed, *swept.values()])
     return [list(batch) for batch in BasicSweeper.split_arguments(sweep, None)[0]]
 

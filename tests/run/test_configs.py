@@ -272,3 +272,14 @@ def test_qwen_vl_words_for_every_dreambooth_subject():
     assert compose_cfg(["+words=qwen_vl"]).data.words == "qwen_vl"
     assert compose_cfg(["+words=dreambooth", "model=sana_1.6b"]).data.words == "initialization"  # the recipe's
     assert table["pink_sunglasses"].class_word == "sunglasses"  # as the official code's subject table
+
+
+def test_the_command_line_wins_over_an_experiments_sweep_of_the_same_key():
+    """As Hydra's basic sweeper does: the experiment sweeps model=sd15,sd21_base and method=ti,dti; model=tiny_sd15
+    on the command line replaces the model sweep (so the hub models are never checked), method=dti,ti replaces the
+    method sweep in its own order."""
+    from dti.run.precheck import jobs
+
+    runs = jobs(["+experiment=table7", "model=tiny_sd15", "method=dti,ti"], multirun=True)
+    assert sorted(tuple(sorted(job)) for job in runs) == [
+        ("+experiment=table7", "method=dti", "model=tiny_sd15"), ("+experiment=table7", "method=ti", "model=tiny_sd15")]
