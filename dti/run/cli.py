@@ -13,7 +13,7 @@ import hydra
 
 from dti.core.errors import InputError, NonFiniteError, RunInUse
 from dti.run.conftree import CONF_MODULE, conf_dir
-from dti.run.identity import write_status
+from dti.run.identity import write_refusal, write_status
 from dti.run.job import Job, JobContext, SubjectsFailed
 from dti.run.locks import LOCK_FILE, hold
 from dti.run.precheck import precheck
@@ -124,7 +124,9 @@ def run_job(cfg, context: JobContext | None = None) -> dict | None:
             for directory in job.directories():
                 print("\n".join(run_summary(directory)))
         return result
-    except RunInUse as err:  # another process's directory: touch nothing of it
+    except RunInUse as err:  # another process's directory: touch nothing of it; the sweep counts it as failed
+        if multirun:
+            write_refusal(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, run_dir, err)
         return _report(err, run_dir, multirun, code=2, status=False)
     except InputError as err:
         if not multirun:

@@ -141,3 +141,15 @@ def write_status(directory: Path, status: str, stages: list[str], error: BaseExc
         record["error"] = f"{type(error).__name__}: {error}"
         record["traceback"] = traceback.format_exception(type(error), error, error.__traceback__)[-6:]
     io.write_json(Path(directory) / "status.json", json.loads(json.dumps(record, default=str)))
+
+
+# A sweep's jobs that found their run directory in use by another process: that directory is not theirs to write a
+# status into, so each leaves a record here in the sweep folder instead (cleared when the next sweep there starts)
+REFUSED_DIR = ".refused"
+
+
+def write_refusal(sweep_dir: Path, job_num: int, run_dir: Path, error: BaseException) -> None:
+    sweep_dir, run_dir = Path(sweep_dir).absolute(), Path(run_dir).absolute()
+    run = run_dir.relative_to(sweep_dir) if run_dir.is_relative_to(sweep_dir) else run_dir
+    io.write_json(sweep_dir / REFUSED_DIR / f"job_{job_num}.json",
+                  {"run": str(run), "error": f"{type(error).__name__}: {error}"})

@@ -29,7 +29,7 @@ def hold(folder: Path, exclusive: bool = True, wait: bool = False):
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise RunInUse(str(folder), str(folder), f"is in use by {holder}; wait for it to finish, or run with "
+            raise RunInUse("folder", str(folder), f"is in use by {holder}; wait for it to finish, or run with "
                            "wait_for_lock=true to wait") from None
         if exclusive:  # readable by the next process while we hold it
             os.ftruncate(fd, 0)

@@ -16,6 +16,7 @@ import argparse
 import csv
 import io as stdio
 import re
+import shutil
 import statistics
 import sys
 from collections import defaultdict
@@ -27,6 +28,7 @@ from hydra.experimental.callback import Callback
 from dti.core import io
 from dti.core.io import read_json
 from dti.run.conftree import conf_dir
+from dti.run.identity import REFUSED_DIR
 from dti.sweep.plots import score_scatter, score_vs_step
 
 PAPER_DIR = conf_dir() / "paper"
@@ -85,11 +87,16 @@ def collect(folder: Path) -> list[dict]:
 
 
 def failures(folder: Path) -> list[tuple[str, str]]:
+    """(run, error) of the runs whose status.json says failed, and of the sweep's jobs refused because another
+    process held their run directory (they could not write a status there)."""
     out = []
     for path in sorted(Path(folder).rglob("status.json")):
         status = read_json(path) or {}
         if status.get("status") == "failed":
             out.append((str(path.parent.relative_to(folder)), status.get("error", "?")))
+    for path in sorted((Path(folder) / REFUSED_DIR).glob("*.json")):
+        refused = read_json(path) or {}
+        out.append((refused.get("run", "?"), refused.get("error", "?")))
     return out
 
 
@@ -247,6 +254,9 @@ def steps_table(records: list[dict]) -> dict[tuple[str, str], dict[int, dict]]:
 class SweepReport(Callback):
     """Hydra callback: after a -m sweep, write the report and fail the command if any job failed."""
 
+    def on_multirun_start(self, config, **kwargs) -> None:
+        shutil.rmtree(Path(config.hydra.sweep.dir) / REFUSED_DIR, ignore_errors=True)  # an earlier sweep's
+
     def on_multirun_end(self, config, **kwargs) -> None:
         folder = Path(config.hydra.sweep.dir)
         if not folder.is_dir():
@@ -255,7 +265,7 @@ class SweepReport(Callback):
         print(f"report: {folder / 'report.md'} ({summary['records']} evaluated runs)")
         if summary["failed"]:
             lines = "; ".join(f"{run}: {err}" for run, err in summary["failed"][:3])
-            print(f"error: {len(summary['failed'])} job(s) failed (see their status.json): {lines}", file=sys.stderr)
+            print(f"error: {len(summary['failed'])} job(s) failed (see their status.json, or the sweep folder's .refused/): {lines}", file=sys.stderr)
             sys.exit(1)  # Hydra turns a callback's exception into a warning; a failed sweep must not exit 0
 
 

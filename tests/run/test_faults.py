@@ -137,6 +137,25 @@ def test_a_second_process_is_refused_or_waits(tmp_path):
     holder.wait()
 
 
+def test_a_sweep_job_refused_by_a_held_run_directory_fails_the_sweep(tmp_path):
+    sweep = ["-m", *BASE, "stage=[train]", "sweep_name=held"]
+    assert cli(*sweep, cwd=tmp_path)[0] == 0
+    (run,) = (tmp_path / "multirun" / "held").glob("*/toy")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from dti.run.locks import hold\n"
+        f"with hold(Path({str(run)!r})):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = cli(*sweep, "train.resume=never", cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the job wrote nothing into the held directory, and the sweep does not pass for done
+    assert code == 1 and "1 job(s) failed" in err and f"is in use by process {holder.pid}" in err, err[-2000:]
+    assert "RunInUse" in (tmp_path / "multirun" / "held" / "report.md").read_text()
+
+
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_written_files_respect_the_umask(tmp_path, umask, mode):
     previous = os.umask(umask)
