@@ -9,7 +9,7 @@
 
 Hydra overrides as for launch.py, plus the `bench:` node (conf/bench.yaml: `bench.warmup`, `bench.steps`,
 `bench.out`, `bench.profile`, `bench.concepts`). `model.random_init=true` builds
-the real architecture with random weights from the configs in dti/archs/ (published facts), saved once into the
+the real architecture with random weights from the configs in dti/offline/archs/ (published facts), saved once into the
 cache and loaded through the ordinary adapter, so no hub access is needed. Without CUDA the tiny backbone of the
 same family runs instead: the command is exercised in CI, the figures mean nothing. Prints and writes JSON:
 device, versions, median/p10/p90 step time (CUDA events after warm-up), peak memory, FLOPs per step
@@ -34,7 +34,9 @@ PROCESS_START = time.perf_counter()
 PROCESS_START_WALL = time.time()
 
 import torch  # noqa: E402
+from hydra.errors import ConfigCompositionException, OverrideParseException  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from dti.core import io  # noqa: E402
 from dti.core.errors import InputError  # noqa: E402
@@ -52,7 +54,9 @@ from dti.run.conftree import compose  # noqa: E402
 from dti.run.job import JobContext  # noqa: E402
 from dti.run.job import run as run_stages  # noqa: E402
 from dti.run.packing import PackItem, packed_trainers  # noqa: E402
+from dti.run.precheck import composition_error  # noqa: E402
 from dti.run.schema import LaunchConfig, register_schema  # noqa: E402
+from dti.run.validate import validate_config  # noqa: E402
 from dti.sweep.packing import pack_sweep  # noqa: E402
 from dti.train.packed import PackedTrainer  # noqa: E402
 
@@ -266,19 +270,32 @@ def bench_concept(cfg, bench: BenchSettings) -> dict:
 MODES = {"train": bench_train, "sample": bench_sample, "concept": bench_concept}
 
 
+def bench_config(overrides: list[str]):
+    """The composed config (launch.yaml plus the bench: node) and its BenchSettings, or an InputError."""
+    overrides = prepare_overrides(overrides)
+    register_schema(BenchConfig)
+    try:
+        cfg = compose(overrides, config_name="bench")
+    except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
+        raise composition_error(err, overrides) from None
+    finally:
+        register_schema()  # launch.yaml's own schema again, for whatever composes next in this process
+    validate_config(cfg)
+    return cfg, BenchSettings(**OmegaConf.to_container(cfg.bench))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in MODES:
         print(f"usage: python -m dti.bench {{{','.join(MODES)}}} [overrides...]", file=sys.stderr)
         return 2
     quiet_libraries()
-    register_schema(BenchConfig)
-    try:
-        cfg = compose(prepare_overrides(argv[1:]), config_name="bench")
-    finally:
-        register_schema()  # launch.yaml's own schema again, for whatever composes next in this process
-    bench = BenchSettings(**OmegaConf.to_container(cfg.bench))
-    result = MODES[argv[0]](cfg, bench)
+    try:  # bad input: one line naming the key and the value, exit 2, as for launch.py
+        cfg, bench = bench_config(argv[1:])
+        result = MODES[argv[0]](cfg, bench)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     info = device_info()
     flops = result.get("flops_per_step") or result.get("flops_per_batch")
     if flops and info["peak_bf16_flops"] and "median_s" in result:
