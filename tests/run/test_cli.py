@@ -2,6 +2,7 @@
 optimizer and magnitude. Bad input is tests/run/test_bad_input.py."""
 
 import json
+import re
 import time
 
 import pytest
@@ -55,3 +56,19 @@ def test_launch_sweeps_every_optimizer_and_magnitude(tmp_path):
         for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors", "toy.safetensors"):
             assert (run / "embeddings" / name).is_file()
         assert (run / ".hydra" / "config.yaml").is_file() and (run / "validation" / "step_000002.png").is_file()
+
+
+def test_help_lists_every_group_with_its_options_and_the_manual_exists(tmp_path):
+    from helpers import CONF
+
+    result = launch("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line and "=" not in line)
+    for group in (p for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__")):
+        options = sorted(f.stem for f in group.glob("*.yaml"))
+        if options:  # a folder of folders (recipes/) lists each folder as its own group
+            assert lines.get(group.name) == ", ".join(options), group.name
+    # every page the help and the README point to is there
+    root = CONF.parent
+    for page in set(re.findall(r"docs/[\w-]+\.md", result.stdout + (root / "README.md").read_text())):
+        assert (root / page).is_file(), page
