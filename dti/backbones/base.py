@@ -184,8 +184,15 @@ def load_single_file(pipeline_class, path: str, config: str | None, dtypes: dict
             raise InputError(field, value, "applies to a diffusers folder or hub id, not a single-file checkpoint")
     if not Path(path).is_file():
         raise InputError("model.pretrained", path, "is not a file")
-    # loaded in fp32 and cast once: a bf16 load would round the VAE before its upcast to vae_dtype
-    pipe = pipeline_class.from_single_file(path, config=config, torch_dtype=torch.float32)
+    try:  # loaded in fp32 and cast once: a bf16 load would round the VAE before its upcast to vae_dtype
+        pipe = pipeline_class.from_single_file(path, config=config, torch_dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # a file or config that does not fit: the input
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if config is None:
+            raise InputError("model.single_file_config", None, f"diffusers found no configs for {path} ({reason}); "
+                             "set it to a diffusers folder of the file's base model") from None
+        raise InputError("model.pretrained", path, f"cannot be loaded as a {pipeline_class.__name__} single file "
+                         f"with the configs of {config} ({reason})") from None
     return {name: module.to(dtypes[name]) if name in dtypes else module for name, module in pipe.components.items()}
 
 

@@ -129,3 +129,12 @@ def test_single_file_config_needs_a_folder_with_model_index(tmp_path):
                        "model.device=cpu", "stage=[train]", "data=synthetic"])
     with pytest.raises(InputError, match="model.single_file_config=.*model_index.json"):
         check_model(cfg)
+
+
+def test_a_single_file_without_configs_offline_is_one_line(tmp_path):
+    path = tmp_path / "finetune.safetensors"
+    write_sd15_single_file(tiny_path("tiny_sd15"), path)
+    cfg = compose_cfg(["model=sd15", f"model.pretrained={path}", "model.device=cpu", "stage=[train]",
+                       "data=synthetic"])  # the hub is off in the tests: diffusers cannot fetch SD1.5's configs
+    with pytest.raises(InputError, match="model.single_file_config=None: diffusers found no configs"):
+        build_backbone(cfg)
