@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import netrc
 import os
@@ -101,11 +102,10 @@ class TensorBoardLogger(NullLogger):
 
     @classmethod
     def check_available(cls) -> None:
-        try:
-            import tensorboard  # noqa: F401  (torch.utils.tensorboard writes through it)
-        except ImportError:
+        # torch.utils.tensorboard writes through the tensorboard package, an optional extra: looked for, not imported
+        if importlib.util.find_spec("tensorboard") is None:
             raise InputError("logger", "tensorboard", "needs the tensorboard package: pip install tensorboard "
-                             "(or the project's [tensorboard] extra)") from None
+                             "(or the project's [tensorboard] extra)")
 
     def _writer(self, purge_step: int | None, step: int = 0):
         """The writer, opened on first use; `purge_step`: the first training step this process logs."""

@@ -67,6 +67,6 @@ def test_tensorboard_missing_is_one_line_before_anything_runs(monkeypatch):
     from dti.core.errors import InputError
     from dti.run.validate import validate_config
 
-    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard -> ImportError
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed: find_spec gives None
     with pytest.raises(InputError, match="logger='tensorboard'.*pip install tensorboard"):
         validate_config(compose_cfg([*FAST, "logger=tensorboard"]))
