@@ -234,6 +234,8 @@ def use_gradient_checkpointing(denoiser: nn.Module, text_encoders: list[PreTrain
     for encoder in text_encoders:
         enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable
         enable({"use_reentrant": False})
+        if getattr(encoder, "_require_grads_hook", None) is not None:  # added for reentrant checkpointing only:
+            encoder.disable_input_require_grads()  # the concept rows already carry the gradient into the encoder
         for layer in encoder.modules():
             if isinstance(layer, GradientCheckpointingLayer):
                 layer.training = True  # this module only: its dropout and other submodules stay in eval mode

@@ -1,6 +1,7 @@
-"""model.pretrained as one checkpoint file in the original Stable Diffusion layout (an A1111/ComfyUI-style SD1.5
-fine-tune): the tiny SD1.5 is written in that layout (diffusers has no writer, so the renaming is done here, the
-reverse of diffusers' conversion tables), then loaded through the run's own path; every weight must come back."""
+"""model.pretrained as one checkpoint file in the original Stable Diffusion layout (an A1111/ComfyUI-style SD1.5 or
+SDXL fine-tune): the tiny SD1.5 and SDXL are written in that layout (diffusers has no writer, so the renaming is
+done here, the reverse of diffusers' conversion tables), then loaded through the run's own path; every weight must
+come back."""
 
 import re
 
@@ -74,20 +75,81 @@ def ldm_vae_key(key: str, num_blocks: int) -> str:
     raise KeyError(key)
 
 
-def write_sd15_single_file(folder, path):
-    """The tiny SD1.5 pipeline folder as one original-layout file: model.diffusion_model.*, first_stage_model.*,
-    cond_stage_model.transformer.text_model.* (SD1's text encoder is transformers' CLIP under a prefix)."""
-    from diffusers import StableDiffusionPipeline
+def clip_keys(encoder) -> dict:
+    """transformers' CLIP under its original names (text_model.*; transformers 5 drops that prefix)."""
+    return {f"text_model.{k.removeprefix('text_model.')}": v for k, v in encoder.state_dict().items()}
 
-    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
-    state = {f"model.diffusion_model.{ldm_unet_key(k, pipe.unet.config)}": v
+
+def open_clip_keys(encoder) -> dict:
+    """SDXL's second text encoder in OpenCLIP's layout: resblocks, q/k/v packed into in_proj, the projection
+    transposed (the reverse of diffusers' convert_open_clip_checkpoint)."""
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+             "self_attn.out_proj": "attn.out_proj"}
+    ends = {"text_model.embeddings.position_embedding.weight": "positional_embedding",
+            "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+            "text_model.final_layer_norm.weight": "ln_final.weight",
+            "text_model.final_layer_norm.bias": "ln_final.bias"}
+    state, out = clip_keys(encoder), {}
+    for key, value in state.items():
+        if key in ends:
+            out[ends[key]] = value
+        elif key == "text_model.text_projection.weight" or key == "text_projection.weight":
+            out["text_projection"] = value.T
+        elif m := re.match(r"text_model\.encoder\.layers\.(\d+)\.(.*)", key):
+            layer, rest = m[1], m[2]
+            if qkv := re.match(r"self_attn\.q_proj\.(weight|bias)", rest):
+                kind = qkv[1]
+                parts = [state[f"text_model.encoder.layers.{layer}.self_attn.{x}_proj.{kind}"] for x in "qkv"]
+                out[f"transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat(parts)
+            elif not re.match(r"self_attn\.[kv]_proj\.", rest):
+                out[f"transformer.resblocks.{layer}.{_rename(rest, names)}"] = value
+        else:
+            raise KeyError(key)
+    return out
+
+
+def write_single_file(pipeline_class, folder, path):
+    """A tiny pipeline folder as one original-layout file: model.diffusion_model.* (UNet), first_stage_model.*
+    (VAE), and the text encoders: SD1's is transformers' CLIP under cond_stage_model.transformer.; SDXL's are
+    CLIP under conditioner.embedders.0.transformer. and OpenCLIP under conditioner.embedders.1.model."""
+    pipe = pipeline_class.from_pretrained(folder, **({"safety_checker": None} if "safety_checker" in
+                                                     pipeline_class._optional_components else {}))
+    unet = pipe.unet.config
+    extra = DIFFUSERS_TO_LDM_MAPPING["unet"]["addition_embed_type"] if unet.addition_embed_type else {}
+    state = {f"model.diffusion_model.{extra[k] if k in extra else ldm_unet_key(k, unet)}": v
              for k, v in pipe.unet.state_dict().items()}
     blocks = len(pipe.vae.config.block_out_channels)
     state |= {f"first_stage_model.{ldm_vae_key(k, blocks)}": v for k, v in pipe.vae.state_dict().items()}
-    state |= {f"cond_stage_model.transformer.text_model.{k.removeprefix('text_model.')}": v
-              for k, v in pipe.text_encoder.state_dict().items()}  # transformers 5 names them without text_model.
+    if hasattr(pipe, "text_encoder_2"):
+        state |= {f"conditioner.embedders.0.transformer.{k}": v for k, v in clip_keys(pipe.text_encoder).items()}
+        state |= {f"conditioner.embedders.1.model.{k}": v for k, v in open_clip_keys(pipe.text_encoder_2).items()}
+    else:
+        state |= {f"cond_stage_model.transformer.{k}": v for k, v in clip_keys(pipe.text_encoder).items()}
     save_file({k: fine_tuned(v).contiguous() for k, v in state.items()}, str(path))
     return pipe
+
+
+def sdxl_with_distinct_encoder_widths(folder, out):
+    """The tiny SDXL with a wider second text encoder (48, not 32), saved to `out`. diffusers tells SDXL's two
+    encoders apart in a single file by their widths (768 and 1280 in the real model); at equal widths it would
+    read the CLIP-L weights for both."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModelWithProjection
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    torch.manual_seed(0)
+    config = pipe.text_encoder_2.config
+    config.hidden_size, config.intermediate_size = 48, 53
+    pipe.text_encoder_2 = CLIPTextModelWithProjection(config)
+    pipe.unet = UNet2DConditionModel.from_config({**pipe.unet.config, "cross_attention_dim": 32 + 48})
+    pipe.save_pretrained(out)
+    return out
+
+
+def write_sd15_single_file(folder, path):
+    from diffusers import StableDiffusionPipeline
+
+    return write_single_file(StableDiffusionPipeline, folder, path)
 
 
 def fine_tuned(weight: torch.Tensor) -> torch.Tensor:
@@ -96,15 +158,23 @@ def fine_tuned(weight: torch.Tensor) -> torch.Tensor:
     return weight + 0.5 if weight.is_floating_point() else weight
 
 
-def test_a_single_file_sd15_loads_with_every_weight(tmp_path):
-    folder = tiny_path("tiny_sd15")
+@pytest.mark.parametrize("model,tiny,pipeline,encoders", [
+    ("sd15", "tiny_sd15", "StableDiffusionPipeline", ("text_encoder",)),
+    ("sdxl", "tiny_sdxl", "StableDiffusionXLPipeline", ("text_encoder", "text_encoder_2")),
+])
+def test_a_single_file_loads_with_every_weight(model, tiny, pipeline, encoders, tmp_path):
+    import diffusers
+
+    folder = tiny_path(tiny)
+    if model == "sdxl":
+        folder = sdxl_with_distinct_encoder_widths(folder, tmp_path / "base")
     path = tmp_path / "finetune.safetensors"
-    pipe = write_sd15_single_file(folder, path)
-    cfg = compose_cfg(["model=sd15", f"model.pretrained={path}", f"model.single_file_config={folder}",
+    pipe = write_single_file(getattr(diffusers, pipeline), folder, path)
+    cfg = compose_cfg([f"model={model}", f"model.pretrained={path}", f"model.single_file_config={folder}",
                        "model.device=cpu", "stage=[train]", "data=synthetic"])
     check_model(cfg)  # the run's checks before any stage accept it
     backbone = build_backbone(cfg)
-    for name in ("unet", "vae", "text_encoder"):
+    for name in ("unet", "vae", *encoders):
         expected, got = getattr(pipe, name).state_dict(), getattr(backbone, name).state_dict()
         assert got.keys() == expected.keys(), name
         assert all(torch.equal(got[k], fine_tuned(expected[k])) for k in expected), name
