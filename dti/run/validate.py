@@ -163,7 +163,8 @@ def validate_config(cfg: DictConfig) -> list[str]:
         check_sample_steps(build_sampler_settings(cfg), cfg.train.steps, cfg.train.checkpoint_every)
     if "evaluate" in stages:
         check_evaluator_settings(**_evaluator_settings(cfg))
-    _instantiate(cfg.logger).func.check_available()  # a partial: nothing opened yet
+    logger = _instantiate(cfg.logger).func  # a partial: nothing opened yet
+    getattr(logger, "check_available", lambda: None)()  # its package is installed (when the logger says)
     if "train" in stages or "sample" in stages:
         check_model(cfg)
     if "evaluate" in stages:
