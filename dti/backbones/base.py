@@ -15,8 +15,11 @@ from typing import Any
 import torch
 from PIL import Image
 from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from dti.backbones.latents import LatentCache, build_cache, mask_on_grid, masks_to_encode, pixels_to_encode
+from dti.core import checks
 from dti.core.errors import InputError
 from dti.method.formats import add_tokens, encoder_keys_file, read_token_file
 from dti.method.slots import TextEncoderSlot
@@ -43,11 +46,16 @@ class Backbone:
     # image sides must be multiples of this (VAE downsampling x patch size); set by each adapter
     resolution_multiple: int = 8
 
-    def freeze(self, denoiser: nn.Module, *others: nn.Module, compile: bool = False) -> None:
-        """Frozen weights (no gradients, eval mode) on the device; optionally compile the denoiser with static
-        shapes (the training and validation shapes never change within a run)."""
+    def freeze(self, denoiser: nn.Module, *others: nn.Module, compile: bool = False,
+               gradient_checkpointing: bool = False) -> None:
+        """Frozen weights (no gradients, eval mode) on the device; optionally gradient checkpointing
+        (`use_gradient_checkpointing`) and compiling the denoiser with static shapes (the training and validation
+        shapes never change within a run)."""
+        checks.choice("model.gradient_checkpointing", gradient_checkpointing, (False, True))
         for module in (denoiser, *others):
             module.requires_grad_(False).eval().to(self.device)
+        if gradient_checkpointing:
+            use_gradient_checkpointing(denoiser, [m for m in others if isinstance(m, PreTrainedModel)])
         if compile:
             denoiser.compile(fullgraph=False, dynamic=False)
 
@@ -160,6 +168,44 @@ class Backbone:
         raise NotImplementedError
 
 
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def is_single_file(pretrained: str) -> bool:
+    """`model.pretrained` names one checkpoint file (original layout) rather than a diffusers folder or hub id."""
+    return Path(str(pretrained)).suffix.lower() in SINGLE_FILE_SUFFIXES
+
+
+def load_single_file(pipeline_class, path: str, config: str | None, dtypes: dict[str, torch.dtype],
+                     unused: dict[str, object]) -> dict[str, Any]:
+    """The components of a single-file checkpoint (a fine-tune saved in the original Stable Diffusion layout),
+    converted by diffusers' `from_single_file`, each module in its `dtypes` entry. `config`: a diffusers folder
+    or hub id with the architecture's configs, tokenizers and scheduler (e.g. the base model the file fine-tunes);
+    None: diffusers infers the architecture from the file's keys and reads that model's configs from the hub or
+    its local cache. `unused`: settings that apply to a diffusers folder only, refused when set."""
+    for field, value in unused.items():
+        if value is not None:
+            raise InputError(field, value, "applies to a diffusers folder or hub id, not a single-file checkpoint")
+    if not Path(path).is_file():
+        raise InputError("model.pretrained", path, "is not a file")
+    try:  # loaded in fp32 and cast once: a bf16 load would round the VAE before its upcast to vae_dtype
+        pipe = pipeline_class.from_single_file(path, config=config, torch_dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # a file or config that does not fit: the input
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if config is None:
+            raise InputError("model.single_file_config", None, f"diffusers found no configs for {path} ({reason}); "
+                             "set it to a diffusers folder of the file's base model") from None
+        raise InputError("model.pretrained", path, f"cannot be loaded as a {pipeline_class.__name__} single file "
+                         f"with the configs of {config} ({reason})") from None
+    return {name: module.to(dtypes[name]) if name in dtypes else module for name, module in pipe.components.items()}
+
+
+def check_folder_only(single_file_config: str | None) -> None:
+    if single_file_config is not None:
+        raise InputError("model.single_file_config", single_file_config,
+                         "applies to a single-file model.pretrained (.safetensors or .ckpt) only")
+
+
 def load_scheduler_config(pretrained: str, revision: str | None = None) -> dict:
     from diffusers import DDPMScheduler  # any ConfigMixin reads a config file; the class named in it is not built
 
@@ -180,3 +226,20 @@ def check_tokenizer_size(slot: TextEncoderSlot, source: str, exact: bool = False
     if size != rows if exact else not minimum <= size <= rows:
         raise RuntimeError(f"{source}: the {slot.key} tokenizer has {size} tokens for a {rows}-row embedding "
                            "table; its files are missing or broken")
+
+
+def use_gradient_checkpointing(denoiser: nn.Module, text_encoders: list[PreTrainedModel]) -> None:
+    """Recompute activations in the backward pass instead of keeping them (`model.gradient_checkpointing`): the
+    denoiser's blocks (diffusers' `enable_gradient_checkpointing`) and the text encoders' layers (transformers'),
+    which the concept rows' gradient passes through. Both checkpoint non-reentrantly, which works with frozen
+    weights. transformers checkpoints a layer only while that layer is in training mode; the frozen encoders stay
+    in eval mode (dropout off: UMT5 has dropout), so the training flag is set on the checkpointed layers alone."""
+    denoiser.enable_gradient_checkpointing()
+    for encoder in text_encoders:
+        enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
+        if getattr(encoder, "_require_grads_hook", None) is not None:  # added for reentrant checkpointing only:
+            encoder.disable_input_require_grads()  # the concept rows already carry the gradient into the encoder
+        for layer in encoder.modules():
+            if isinstance(layer, GradientCheckpointingLayer):
+                layer.training = True  # this module only: its dropout and other submodules stay in eval mode

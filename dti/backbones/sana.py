@@ -41,6 +41,7 @@ class SanaBackbone(Backbone):
         dtype: str = "auto", vae_dtype: str = "auto", compile: bool = False, max_sequence_length: int = 300,
         complex_human_instruction: str | list[str] | None = None, instruction_stages: tuple = STAGES,
         zero_pad_scale: float = 0.0, zero_pad_max: int = 15, train_shift: float = 1.0, negative_prompt: str = "",
+        gradient_checkpointing: bool = False,
     ):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -55,7 +56,8 @@ class SanaBackbone(Backbone):
         scheduler_config = load_scheduler_config(pretrained, revision)
         self.sample_scheduler = sampling_scheduler(scheduler_config)
         self.objective = FlowMatching.from_scheduler_config(scheduler_config, train_shift, self.device)
-        self.freeze(self.transformer, self.text_encoder, self.vae, compile=compile)
+        self.freeze(self.transformer, self.text_encoder, self.vae, compile=compile,
+                    gradient_checkpointing=gradient_checkpointing)
 
         if complex_human_instruction == "default":
             complex_human_instruction = default_complex_human_instruction()

@@ -19,8 +19,11 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from dti.backbones.base import (
     Backbone,
     TextEncoderSlot,
+    check_folder_only,
     check_tokenizer_size,
+    is_single_file,
     load_scheduler_config,
+    load_single_file,
     sampling_scheduler,
 )
 from dti.backbones.images import to_pil
@@ -38,24 +41,37 @@ class StableDiffusionBackbone(Backbone):
     def __init__(
         self, pretrained: str, revision: str | None = None, variant: str | None = None, device: str = "auto",
         dtype: str = "auto", vae_dtype: str = "float32", compile: bool = False, encoder_key: str = "clip_l",
+        gradient_checkpointing: bool = False, single_file_config: str | None = None,
     ):
         # names the rows in logs and checkpoints: clip_l (SD1.x's CLIP-L) or clip_h (SD2.x's OpenCLIP-H)
         encoder_key = checks.choice("model.encoder_key", encoder_key, ENCODER_KEYS)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.vae_dtype = resolve_dtype(vae_dtype, self.device, "model.vae_dtype")
-        kw = dict(revision=revision, variant=variant)
-        self.tokenizer = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", revision=revision)
-        self.text_encoder = CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", dtype=self.dtype, **kw)
-        self.unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=self.dtype, **kw)
-        self.vae = AutoencoderKL.from_pretrained(pretrained, subfolder="vae", torch_dtype=self.vae_dtype, **kw)
-        scheduler_config = load_scheduler_config(pretrained, revision)
+        if is_single_file(pretrained):
+            parts = load_single_file(StableDiffusionPipeline, pretrained, single_file_config,
+                                     dict(text_encoder=self.dtype, unet=self.dtype, vae=self.vae_dtype),
+                                     {"model.revision": revision, "model.variant": variant})
+            self.tokenizer, self.text_encoder, self.unet, self.vae = (
+                parts[k] for k in ("tokenizer", "text_encoder", "unet", "vae"))
+            scheduler_config = dict(parts["scheduler"].config)
+        else:
+            check_folder_only(single_file_config)
+            kw = dict(revision=revision, variant=variant)
+            self.tokenizer = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", revision=revision)
+            self.text_encoder = CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", dtype=self.dtype,
+                                                              **kw)
+            self.unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=self.dtype,
+                                                             **kw)
+            self.vae = AutoencoderKL.from_pretrained(pretrained, subfolder="vae", torch_dtype=self.vae_dtype, **kw)
+            scheduler_config = load_scheduler_config(pretrained, revision)
         self.sample_scheduler = sampling_scheduler(scheduler_config)  # PNDM for both published checkpoints
         train_scheduler = DDPMScheduler.from_config(scheduler_config)
         self.objective = NoisePrediction(
             train_scheduler.alphas_cumprod, train_scheduler.config.prediction_type, self.device
         )
-        self.freeze(self.unet, self.text_encoder, self.vae, compile=compile)
+        self.freeze(self.unet, self.text_encoder, self.vae, compile=compile,
+                    gradient_checkpointing=gradient_checkpointing)
         self.encoders = [TextEncoderSlot(encoder_key, self.tokenizer, self.text_encoder, "learned_embeds.safetensors",
                                          self.tokenizer.model_max_length, len(self.tokenizer))]
         check_tokenizer_size(self.encoders[0], pretrained, exact=True)

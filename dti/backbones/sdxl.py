@@ -16,8 +16,11 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 from dti.backbones.base import (
     Backbone,
     TextEncoderSlot,
+    check_folder_only,
     check_tokenizer_size,
+    is_single_file,
     load_scheduler_config,
+    load_single_file,
     sampling_scheduler,
 )
 from dti.backbones.images import to_pil
@@ -53,30 +56,32 @@ class SDXLBackbone(Backbone):
     def __init__(
         self, pretrained: str, revision: str | None = None, variant: str | None = None, vae: str | None = None,
         device: str = "auto", dtype: str = "auto", vae_dtype: str = "float32", compile: bool = False,
-        pooling: str = "eos",
+        pooling: str = "eos", gradient_checkpointing: bool = False, single_file_config: str | None = None,
     ):
         self.pooling = checks.choice("model.pooling", pooling, POOLINGS)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.vae_dtype = resolve_dtype(vae_dtype, self.device, "model.vae_dtype")
-        kw = dict(revision=revision, variant=variant)
-        self.tokenizer = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", revision=revision)
-        self.tokenizer_2 = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer_2", revision=revision)
-        self.text_encoder = CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", dtype=self.dtype, **kw)
-        self.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
-            pretrained, subfolder="text_encoder_2", dtype=self.dtype, **kw
-        )
-        self.unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=self.dtype, **kw)
-        # the SDXL VAE overflows in fp16 (its config sets force_upcast); fp32 costs little since latents are cached
-        self.vae = AutoencoderKL.from_pretrained(vae or pretrained, subfolder=None if vae else "vae",
-                                                 torch_dtype=self.vae_dtype, **({} if vae else kw))
-        scheduler_config = load_scheduler_config(pretrained, revision)
+        if is_single_file(pretrained):
+            dtypes = dict(text_encoder=self.dtype, text_encoder_2=self.dtype, unet=self.dtype, vae=self.vae_dtype)
+            parts = load_single_file(StableDiffusionXLPipeline, pretrained, single_file_config, dtypes,
+                                     {"model.revision": revision, "model.variant": variant})
+            for name in ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "unet", "vae"):
+                setattr(self, name, parts[name])
+            scheduler_config = dict(parts["scheduler"].config)
+        else:
+            check_folder_only(single_file_config)
+            self._load_folder(pretrained, revision, variant, load_vae=not vae)
+            scheduler_config = load_scheduler_config(pretrained, revision)
+        if vae:  # another VAE folder or hub id (its own, not a subfolder)
+            self.vae = AutoencoderKL.from_pretrained(vae, torch_dtype=self.vae_dtype)
         self.sample_scheduler = sampling_scheduler(scheduler_config)
         train_scheduler = DDPMScheduler.from_config(scheduler_config)
         self.objective = NoisePrediction(
             train_scheduler.alphas_cumprod, train_scheduler.config.prediction_type, self.device
         )
-        self.freeze(self.unet, self.text_encoder, self.text_encoder_2, self.vae, compile=compile)
+        self.freeze(self.unet, self.text_encoder, self.text_encoder_2, self.vae, compile=compile,
+                    gradient_checkpointing=gradient_checkpointing)
         use_eos_pooling(self.text_encoder_2, self.tokenizer_2.eos_token_id)
         self.encoders = [
             TextEncoderSlot("clip_l", self.tokenizer, self.text_encoder, "learned_embeds.safetensors",
@@ -88,6 +93,18 @@ class SDXLBackbone(Backbone):
             check_tokenizer_size(slot, pretrained, exact=True)
         self.vae_scale = self.vae.config.scaling_factor
         self.resolution_multiple = self.latent_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def _load_folder(self, pretrained: str, revision: str | None, variant: str | None, load_vae: bool) -> None:
+        kw = dict(revision=revision, variant=variant)
+        self.tokenizer = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", revision=revision)
+        self.tokenizer_2 = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer_2", revision=revision)
+        self.text_encoder = CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", dtype=self.dtype, **kw)
+        self.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
+            pretrained, subfolder="text_encoder_2", dtype=self.dtype, **kw
+        )
+        self.unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=self.dtype, **kw)
+        if load_vae:  # the SDXL VAE overflows in fp16 (its config sets force_upcast): vae_dtype is fp32 by default
+            self.vae = AutoencoderKL.from_pretrained(pretrained, subfolder="vae", torch_dtype=self.vae_dtype, **kw)
 
     # -- data -----------------------------------------------------------------------------------------------
     def encode_pixels(self, pixels):

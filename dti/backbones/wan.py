@@ -28,6 +28,7 @@ class WanBackbone(Backbone):
         self, pretrained: str, revision: str | None = None, variant: str | None = None, device: str = "auto",
         dtype: str = "auto", vae_dtype: str = "float32", compile: bool = False, max_sequence_length: int = 512,
         train_shift: float = 1.0, negative_prompt: str = "", batch_cfg: bool = True,
+        gradient_checkpointing: bool = False,
     ):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -42,7 +43,8 @@ class WanBackbone(Backbone):
         scheduler_config = load_scheduler_config(pretrained, revision)
         self.sample_scheduler = sampling_scheduler(scheduler_config)
         self.objective = FlowMatching.from_scheduler_config(scheduler_config, train_shift, self.device)
-        self.freeze(self.transformer, self.text_encoder, self.vae, compile=compile)
+        self.freeze(self.transformer, self.text_encoder, self.vae, compile=compile,
+                    gradient_checkpointing=gradient_checkpointing)
         # UMT5's table has more rows than the tokenizer has tokens: m* is taken over the rows it can produce
         self.encoders = [TextEncoderSlot("umt5xxl", self.tokenizer, self.text_encoder, "learned_embeds.safetensors",
                                          max_sequence_length, len(self.tokenizer), prompt_clean)]

@@ -26,6 +26,8 @@ from dti.run.identity import fingerprint
 from dti.run.loggers import NullLogger
 from dti.train.adapters import AdapterSettings, DenoiserAdapter
 from dti.train.data import Subject
+from dti.train.schedule import KEYS as SCHEDULE_KEYS
+from dti.train.schedule import ScheduleSettings
 from dti.train.settings import TrainSettings
 from dti.train.templates import TEMPLATES
 from dti.train.trainer import Trainer
@@ -100,7 +102,15 @@ def build_magnitude(cfg: DictConfig) -> Magnitude:
 
 
 def build_optimizer_factory(cfg: DictConfig):
-    return _instantiate(cfg.optimizer)  # a partial: the parameters come from the concept
+    """A partial (the parameters come from the concept) of the optimizer node without its schedule keys."""
+    values = OmegaConf.to_container(cfg.optimizer, resolve=True)  # kappa reads the top level: resolved here
+    return _instantiate(OmegaConf.create({k: v for k, v in values.items() if k not in SCHEDULE_KEYS}))
+
+
+def build_schedule_settings(cfg: DictConfig) -> ScheduleSettings:
+    """optimizer.schedule and optimizer.warmup_steps (an optimizer file without them: constant, no warm-up)."""
+    values = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    return _settings(ScheduleSettings, OmegaConf.create({k: v for k, v in values.items() if k in SCHEDULE_KEYS}))
 
 
 def check_compatible(magnitude: Magnitude, optimizer_factory) -> None:
@@ -202,7 +212,9 @@ def check_training(cfg: DictConfig) -> TrainSettings:
     method, adapter = build_method(cfg), build_adapter_settings(cfg)
     if method.objective == "dco" and adapter.kind == "none":
         raise InputError("method.objective", "dco", "compares the model with its adapter off: set adapter=lora")
-    return _settings(TrainSettings, cfg.train)
+    settings = _settings(TrainSettings, cfg.train)
+    build_schedule_settings(cfg).check_steps(settings.steps)
+    return settings
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: Concept, subject: Subject,
@@ -219,7 +231,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: C
     optimizer = build_optimizer_factory(cfg)(concept.param_groups())
     return Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, run_dir,
                    logger or NullLogger(), seed=cfg.seed, fingerprint=fingerprint(cfg, subject),
-                   method=build_method(cfg), adapter=adapter, captions=subject.captions, masks=subject.masks)
+                   method=build_method(cfg), adapter=adapter, captions=subject.captions, masks=subject.masks,
+                   schedule=build_schedule_settings(cfg))
 
 
 def check_resolutions(cfg: DictConfig, backbone: Backbone, stages: list[str]) -> None:

@@ -39,13 +39,14 @@ CONCEPT_KEYS = (
     "model", "model._target_", "model.pretrained", "model.revision", "model.variant", "model.vae", "model.adapter",
     "model.tiny_name", "model.random_init", "model.max_sequence_length", "model.complex_human_instruction",
     "model.instruction_stages", "model.zero_pad_scale", "model.zero_pad_max", "model.train_shift",
-    "model.pooling", "model.encoder_key",
+    "model.pooling", "model.encoder_key", "model.single_file_config",
     "data.initializer", "data.words", "data.num_images", "data.captions", "data.masks",
 )
 OTHER_KEYS = (
     "stage", "label", "sweep_name", "pack", "wait_for_lock", "method.label",
     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.resume", "train.validation.*",
     "model.name", "model.device", "model.dtype", "model.vae_dtype", "model.compile", "model.batch_cfg",
+    "model.gradient_checkpointing",
     "model.cache_dir", "model.negative_prompt",
     "data", "data._target_", "data.root", "data.path", "data.subject", "data.cache_dir", "data.class_word",
     "data.live", "data.subjects.*",

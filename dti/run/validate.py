@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dti.backbones.base import is_single_file
 from dti.core import checks
 from dti.core.errors import InputError
 from dti.core.runtime import resolve_device, resolve_dtype
@@ -75,9 +76,15 @@ def check_model(cfg: DictConfig) -> None:
     resolve_dtype(str(model.get("dtype", "auto")), device)
     if "vae_dtype" in model:
         resolve_dtype(str(model.vae_dtype), device, "model.vae_dtype")
+    if "gradient_checkpointing" in model:
+        checks.choice("model.gradient_checkpointing", model.gradient_checkpointing, (False, True))
     if model.get("random_init"):
         if model.name not in RANDOM_MODELS:
             raise InputError("model.random_init", True, f"random weights exist for {', '.join(RANDOM_MODELS)}")
+    elif is_single_file(str(model.get("pretrained"))):
+        if not Path(os.path.expanduser(str(model.pretrained))).is_file():
+            raise InputError("model.pretrained", model.pretrained, "is not a file (a single-file checkpoint)")
+        check_checkpoint("model.single_file_config", model.get("single_file_config"), "model_index.json")
     else:
         check_checkpoint("model.pretrained", model.get("pretrained"), "model_index.json")
 
@@ -156,7 +163,8 @@ def validate_config(cfg: DictConfig) -> list[str]:
         check_sample_steps(build_sampler_settings(cfg), cfg.train.steps, cfg.train.checkpoint_every)
     if "evaluate" in stages:
         check_evaluator_settings(**_evaluator_settings(cfg))
-    _instantiate(cfg.logger)
+    logger = _instantiate(cfg.logger).func  # a partial: nothing opened yet
+    getattr(logger, "check_available", lambda: None)()  # its package is installed (when the logger says)
     if "train" in stages or "sample" in stages:
         check_model(cfg)
     if "evaluate" in stages:

@@ -265,7 +265,8 @@ class SweepReport(Callback):
         print(f"report: {folder / 'report.md'} ({summary['records']} evaluated runs)")
         if summary["failed"]:
             lines = "; ".join(f"{run}: {err}" for run, err in summary["failed"][:3])
-            print(f"error: {len(summary['failed'])} job(s) failed (see their status.json, or the sweep folder's .refused/): {lines}", file=sys.stderr)
+            print(f"error: {len(summary['failed'])} job(s) failed (see their status.json, or the sweep folder's "
+                  f".refused/): {lines}", file=sys.stderr)
             sys.exit(1)  # Hydra turns a callback's exception into a warning; a failed sweep must not exit 0
 
 

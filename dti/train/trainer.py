@@ -29,6 +29,7 @@ from dti.train import checkpoint
 from dti.train.adapters import DenoiserAdapter
 from dti.train.curves import plot_training, read_log
 from dti.train.health import Health
+from dti.train.schedule import LearningRateSchedule, ScheduleSettings
 from dti.train.settings import TrainSettings
 from dti.train.templates import TEMPLATES
 
@@ -55,7 +56,7 @@ class Trainer:
                  subject: str, settings: TrainSettings, run_dir: Path, logger, seed: int = 42,
                  fingerprint: dict | None = None, method: ConceptMethod | None = None,
                  adapter: DenoiserAdapter | None = None, captions: list[str] | None = None,
-                 masks: list | None = None):
+                 masks: list | None = None, schedule: ScheduleSettings | None = None):
         self.backbone, self.concept, self.optimizer = backbone, concept, optimizer
         self.method, self.adapter = method or ConceptMethod(), adapter
         self.images, self.subject, self.settings, self.validation = images, subject, settings, settings.validation
@@ -73,6 +74,10 @@ class Trainer:
         self.last_grads: dict | None = None
         self.done_record: dict = {}  # extra fields for done.json (e.g. which packing pass trained it)
         self.health = Health(list(concept.tables), backbone.device)
+        # one lr curve for the concept's optimizer and the adapter's own
+        self.schedule = LearningRateSchedule([optimizer] + ([adapter.optimizer] if adapter else []),
+                                             schedule or ScheduleSettings(), settings.steps)
+        self.last_lrs: list[float] = self.schedule.lrs()  # the lrs the last step used
 
     # -- state ----------------------------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -80,6 +85,7 @@ class Trainer:
             "tokens": self.concept.tokens, "fingerprint": self.fingerprint,
             "tables": {k: t.weight.detach().cpu().clone() for k, t in self.concept.tables.items()},
             "optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_state(self.generator),
+            "schedule": self.schedule.state_dict(),
             "threads": torch.get_num_threads(),  # CPU results depend on it in the last bits (docs/failures.md)
             **({"adapter": self.adapter.state_dict()} if self.adapter else {}),
         }
@@ -159,6 +165,7 @@ class Trainer:
             if "adapter" not in state:
                 raise InputError("train.resume", str(path), "was made without an adapter; use train.resume=never")
             self.adapter.load_state_dict(state["adapter"])
+        self.schedule.load_state_dict(state.get("schedule"), state["step"])  # sets each optimizer's lr again
         threads = state.get("threads")
         if self.backbone.device.type == "cpu" and threads is not None and threads != torch.get_num_threads():
             log.warning("resuming with %d CPU threads; %s was written with %d, so the result may differ from an "
@@ -320,11 +327,13 @@ class Trainer:
         first, if asked. Non-finite values are recorded on the device (Health), not synced here."""
         self.health.update(self.step, loss, [t.weight.grad for t in self.concept.tables.values()])
         grads = {k: tab.grad_norm() for k, tab in self.concept.tables.items()} if grad_norms else None
+        self.last_lrs = self.schedule.lrs()
         if self.method.train_embedding:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.adapter is not None:
             self.adapter.step(self.step)
+        self.schedule.step()
         return grads
 
     def train_step(self, prepared: dict, grad_norms: bool = False) -> tuple[torch.Tensor, dict | None]:
@@ -361,7 +370,9 @@ class Trainer:
         return self.step % every == 0 or self.step == self.settings.steps
 
     def _log(self, loss: torch.Tensor, stats: dict, bar) -> None:
-        record = {"step": self.step, "loss": _finite_or_none(loss.item())}
+        record = {"step": self.step, "loss": _finite_or_none(loss.item()), "lr": self.last_lrs[0]}
+        if self.adapter is not None:
+            record["adapter_lr"] = self.last_lrs[1]
         for key, values in stats.items():
             for name, value in values.items():
                 record[f"{key}/{name}"] = _finite_or_none(value.item())

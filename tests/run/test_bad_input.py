@@ -57,6 +57,8 @@ CASES = {  # id: (overrides, the field the one line must name)
     "adamw_betas": (["method=ti", "optimizer.betas=[0.9,1.5]"], "optimizer.betas="),
     "adamw_weight_decay": (["method=ti", "optimizer.weight_decay=-1"], "optimizer.weight_decay=-1"),
     "adamw_eps": (["method=ti", "optimizer.eps=-1"], "optimizer.eps=-1"),
+    "schedule": (["optimizer.schedule=step"], "optimizer.schedule='step'"),
+    "warmup_over_steps": (["optimizer.warmup_steps=5"], "optimizer.warmup_steps=5"),
     "guidance_nan": (["sampler.guidance_scale=nan"], "sampler.guidance_scale=nan"),
     "seeds_text": (["sampler.seeds=[a,b]"], "sampler.seeds="),
     "seeds_scalar": (["sampler.seeds=5"], "sampler.seeds="),

@@ -39,3 +39,34 @@ def test_wandb_logger_runs_offline_and_records_scalars(tmp_path, monkeypatch):
                for i in r.summary.update}
     assert {"eval/image_sim", "eval/text_sim", "eval/text_sim_official"} <= summary
     assert "exit" in kinds  # wandb.finish() ran
+
+
+def test_tensorboard_logger_writes_the_scalars_the_run_logged(tmp_path):
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dti.run import job
+
+    run_dir = tmp_path / "run"
+    job.run(compose_cfg([*FAST, "logger=tensorboard", "optimizer.schedule=linear", "optimizer.warmup_steps=2",
+                         "train.validation.enabled=true", "train.validation.every=2"]), run_dir)
+    logged = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(run_dir / "tensorboard" / "train"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    for key in ("loss", "lr", "clip_l/norm", "clip_g/grad_norm"):
+        got = [(e.step, e.value) for e in events.Scalars(f"train/{key}")]
+        assert got == [(r["step"], pytest.approx(r[key], rel=1e-6, abs=1e-12)) for r in logged], key
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([0.0, 0.02, 0.04, 0.02])
+    assert [e.step for e in events.Images("validation")] == [2, 4]  # the grids of step 2 and the final one
+
+
+def test_tensorboard_missing_is_one_line_before_anything_runs(monkeypatch):
+    import sys
+
+    from dti.core.errors import InputError
+    from dti.run.validate import validate_config
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed: find_spec gives None
+    with pytest.raises(InputError, match="logger='tensorboard'.*pip install tensorboard"):
+        validate_config(compose_cfg([*FAST, "logger=tensorboard"]))

@@ -147,15 +147,19 @@ def test_dco_starts_at_log_2_with_half_beta_times_the_mse_gradient(tmp_path, mon
         assert torch.allclose(dco_grad[key], expected, rtol=1e-3, atol=1e-5 * expected.abs().max()), key
 
 
+ADAPTER_SCHEDULED = ("method=dco_dti", "optimizer.schedule=linear", "optimizer.warmup_steps=1")  # adapter lr too
+
+
 def test_resume_with_an_adapter_is_bit_identical(train_run, tmp_path):
-    _, straight, _ = train_run("method=dco_dti", "train.steps=4", run_dir=tmp_path / "straight")
+    _, straight, _ = train_run(*ADAPTER_SCHEDULED, "train.steps=4", run_dir=tmp_path / "straight")
     a = {k: v.clone() for k, v in straight.adapter.weights().items()}
     straight.adapter.remove()
-    _, first, _ = train_run("method=dco_dti", "train.steps=2", run_dir=tmp_path / "resumed")
+    _, first, _ = train_run(*ADAPTER_SCHEDULED, "train.steps=2", run_dir=tmp_path / "resumed")
     first.adapter.remove()
     (tmp_path / "resumed" / "done.json").unlink()
-    _, resumed, _ = train_run("method=dco_dti", "train.steps=4", run_dir=tmp_path / "resumed")
+    _, resumed, _ = train_run(*ADAPTER_SCHEDULED, "train.steps=4", run_dir=tmp_path / "resumed")
     b = resumed.adapter.weights()
+    assert resumed.last_lrs == straight.last_lrs == pytest.approx([0.04 / 3, 5e-5 / 3])  # step 4 of 4: f(3) = 1/3
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors"):
         assert torch.equal(load_file(tmp_path / "straight" / "embeddings" / name)["<toy>"],

@@ -13,7 +13,8 @@ def test_packed_training_matches_separate_runs(tmp_path):
 
     from dti.run import job
 
-    common = [*FAST, "train.steps=3", "train.checkpoint_every=2", "optimizer.beta=0.9"]
+    common = [*FAST, "train.steps=3", "train.checkpoint_every=2", "optimizer.beta=0.9", "optimizer.schedule=linear",
+              "optimizer.warmup_steps=1"]  # each packed concept follows the curve of its own run
     for name in ("toy", "ball"):
         job.run(compose_cfg([*common, f"data.subject={name}"]), tmp_path / "separate" / name)
     packed = job.run(compose_cfg([*common, "data.subject=all", "pack=2"]), tmp_path / "packed" / "all")
@@ -26,6 +27,7 @@ def test_packed_training_matches_separate_runs(tmp_path):
         separate = [json.loads(x) for x in (tmp_path / "separate" / name / "train_log.jsonl").read_text().splitlines()]
         together = [json.loads(x) for x in (tmp_path / "packed" / name / "train_log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in together] == [1, 2, 3]
+        assert [r["lr"] for r in together] == [r["lr"] for r in separate] == pytest.approx([0.0, 0.04, 0.02])
         assert [r["loss"] for r in together] == pytest.approx([r["loss"] for r in separate], abs=1e-5)
         assert (tmp_path / "packed" / name / "checkpoints" / "step_000003.pt").is_file()
 

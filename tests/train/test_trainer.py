@@ -60,8 +60,12 @@ def test_each_magnitude_fixes_the_norm(train_run, magnitude, extra):
     assert torch.allclose(clip_g["<toy>"].norm(dim=-1), expected, rtol=1e-5)
 
 
+# with a schedule whose lr changes every step: a resume that lost its place on the curve would differ
+SCHEDULED = ("optimizer.beta=0.9", "optimizer.schedule=cosine", "optimizer.warmup_steps=2")
+
+
 def test_resume_after_interruption_is_bit_identical(train_run, tmp_path, monkeypatch):
-    _, _, straight = train_run("train.steps=6", "optimizer.beta=0.9", run_dir=tmp_path / "straight")
+    _, _, straight = train_run("train.steps=6", *SCHEDULED, run_dir=tmp_path / "straight")
     original = Trainer.validate
 
     def crash_at_step_5(self):  # interrupt after the step-4 checkpoint, mid-way to the end
@@ -71,16 +75,17 @@ def test_resume_after_interruption_is_bit_identical(train_run, tmp_path, monkeyp
 
     monkeypatch.setattr(Trainer, "validate", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        train_run("train.steps=6", "optimizer.beta=0.9", "train.validation.every=1", "train.validation.enabled=true",
+        train_run("train.steps=6", *SCHEDULED, "train.validation.every=1", "train.validation.enabled=true",
                   run_dir=tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "done.json").exists()
     monkeypatch.setattr(Trainer, "validate", original)
-    _, trainer, resumed = train_run("train.steps=6", "optimizer.beta=0.9", run_dir=tmp_path / "resumed")
+    _, trainer, resumed = train_run("train.steps=6", *SCHEDULED, run_dir=tmp_path / "resumed")
     for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors"):
         a, b = load_file(straight / "embeddings" / name), load_file(resumed / "embeddings" / name)
         assert torch.equal(a["<toy>"], b["<toy>"])
-    steps = [json.loads(x)["step"] for x in (resumed / "train_log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 6]  # the interrupted run's step-5 line was dropped on resume
+    records = [json.loads(x) for x in (resumed / "train_log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records] == [json.loads(x)["lr"] for x in (straight / "train_log.jsonl").open()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]  # the interrupted run's step-5 line was dropped
 
 
 def test_completed_run_is_not_trained_again(train_run, tmp_path):
