@@ -11,10 +11,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dti import __version__
 from dti.backbones.base import Backbone
 from dti.core import checks
 from dti.core.errors import InputError
+from dti.core.version import __version__
 from dti.evaluate.prompts import PromptSet
 from dti.evaluate.sampler import SamplerSettings
 from dti.evaluate.scorers import Evaluator

@@ -18,11 +18,11 @@ import torch
 from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
-from dti import __version__
 from dti.backbones.base import Backbone
 from dti.core import io
 from dti.core.errors import InputError
 from dti.core.io import read_json
+from dti.core.version import __version__
 from dti.method.concept import Concept
 from dti.method.formats import save_embeddings, write_kohya_lora
 from dti.method.formats.metadata import RunFacts, embedding_metadata
