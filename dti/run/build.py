@@ -18,6 +18,7 @@ from dti.evaluate.prompts import PromptSet
 from dti.evaluate.sampler import SamplerSettings
 from dti.evaluate.scorers import Evaluator
 from dti.method.concept import Concept, ConceptEmbedding, add_concept, check_fits
+from dti.method.external import ExternalEmbedding, read_external
 from dti.method.magnitude import Magnitude
 from dti.method.method import ConceptMethod
 from dti.method.optim import MAX_LR
@@ -170,12 +171,40 @@ def build_concept(cfg: DictConfig, subject: Subject, backbone: Backbone | None =
     backbone = backbone or build_backbone(cfg)
     method = build_method(cfg)
     initializer = method.initializer_prefix + subject.initializer
+    start = build_start_rows(cfg, backbone)
+    external = build_external_embedding(cfg, backbone)
+    num_vectors = external.num_vectors if external is not None else cfg.num_vectors
     concept = add_concept(backbone.encoders, concept_placeholder(cfg, subject), initializer,
-                          build_magnitude(cfg), cfg.num_vectors, stand_in, method.init)
+                          build_magnitude(cfg), num_vectors, stand_in, method.init, start)
     for key, table in concept.tables.items():
         log.info("%s: tokens %s from initializer %r (%s), |e| %s", key, concept.tokens, initializer, method.init,
                  [round(x, 4) for x in table.embeddings().norm(dim=-1).tolist()])
     return backbone, concept
+
+
+def build_start_rows(cfg: DictConfig, backbone: Backbone) -> dict | None:
+    """`concept.init_from`'s rows matched to the backbone's encoders, or None (the rows start from the word)."""
+    path = cfg.concept.init_from
+    return None if path is None else read_external("concept.init_from", path, backbone.encoders).rows
+
+
+def build_external_embedding(cfg: DictConfig, backbone: Backbone) -> ExternalEmbedding | None:
+    """`embeddings=`: the file a run samples and scores instead of trained rows, matched to the encoders."""
+    path = cfg.get("embeddings")
+    return None if path is None else read_external("embeddings", path, backbone.encoders)
+
+
+def check_embedding_files(cfg: DictConfig, backbone: Backbone, stages: list[str]) -> None:
+    """The embedding files of this run fit the loaded backbone's encoders, before any stage writes."""
+    if "train" in stages:
+        build_start_rows(cfg, backbone)
+    if "sample" in stages:
+        build_external_embedding(cfg, backbone)
+
+
+def external_label(cfg: DictConfig, external: ExternalEmbedding | None) -> str | None:
+    """The report's name of a run of an external embedding: `label=`, else what the file says it is."""
+    return None if external is None else (cfg.label or external.label())
 
 
 def build_method(cfg: DictConfig) -> ConceptMethod:

@@ -1,0 +1,136 @@
+"""Embeddings made elsewhere (another tool, another dti run), as a concept's starting rows (`concept.init_from`) or
+as the rows a run samples and scores (`embeddings=`).
+
+What identifies such an input is its content, not its path: `content_sha256` hashes the bytes of the embedding
+files (a folder: the embedding files in it and in its `embeddings/`), so the same file under another name is the
+same input and an edited file at the same path is another one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dti.core.errors import InputError
+from dti.method.formats import file_metadata, read_token_file
+from dti.method.slots import TextEncoderSlot
+
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+# metadata keys that name what made a file, the first one present wins (then the A1111 name, then the file stem)
+LABEL_KEYS = ("dti.method", "modelspec.title")
+
+
+@dataclass
+class ExternalEmbedding:
+    """The rows of an embedding file matched to a backbone's encoders, and what the file says about itself."""
+
+    path: Path
+    rows: dict[str, torch.Tensor]  # encoder key -> [n, d] float32, on the CPU
+    format: str
+    token: str | None
+    metadata: dict[str, str]
+
+    @property
+    def num_vectors(self) -> int:
+        return next(iter(self.rows.values())).shape[0]
+
+    def label(self) -> str:
+        """How a report names it: the file's metadata (`dti.method`, `modelspec.title`), the A1111 name, else the
+        file's stem."""
+        for key in LABEL_KEYS:
+            if self.metadata.get(key):
+                return self.metadata[key]
+        if self.format.startswith("a1111") and self.token:
+            return self.token
+        return self.path.stem if self.path.is_file() else self.path.name
+
+
+def embedding_files(path: Path) -> list[Path]:
+    """The files whose bytes define the embedding at `path`: the file, or a folder's embedding files (and its
+    `embeddings/`'s, for a run directory), in a fixed order."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    found = []
+    for folder in (path, path / "embeddings"):
+        if folder.is_dir():
+            found += sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in EMBEDDING_SUFFIXES)
+    return found
+
+
+def content_sha256(path: str | Path) -> str | None:
+    """The sha256 of the embedding's bytes (file names inside a folder included); None when there is nothing."""
+    files = embedding_files(Path(path))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        if len(files) > 1:
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def name_part(path: str) -> str:
+    """A short folder-name-safe stand-in for an embedding path in a run's name: its stem and content hash."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(path).stem or Path(path).name)[:32] or "embedding"
+    sha = content_sha256(path) if Path(path).exists() else None
+    return f"{stem}~{sha[:8]}" if sha else stem
+
+
+def check_exists(field: str, path: str | None) -> None:
+    """Before any model is loaded: the path is there and holds an embedding file."""
+    if path is None:
+        return
+    if not Path(path).exists():
+        raise InputError(field, path, "does not exist (give an embedding file, an embeddings/ folder or a run)")
+    if not embedding_files(Path(path)):
+        raise InputError(field, path, f"holds no embedding file ({', '.join(EMBEDDING_SUFFIXES)})")
+
+
+def read_external(field: str, path: str | Path, encoders: list[TextEncoderSlot]) -> ExternalEmbedding:
+    """The embedding at `path` matched to `encoders` (one line naming `field` when it cannot be read or does
+    not fit them)."""
+    check_exists(field, str(path))
+    try:
+        read = _read_diffusers_rows(Path(path), encoders)
+    except InputError as err:
+        raise InputError(field, str(path), err.problem if err.field in (field, "path") else str(err)) from None
+    counts = {key: rows.shape[0] for key, rows in read.rows.items()}
+    if len(set(counts.values())) != 1:
+        raise InputError(field, str(path), f"holds different vector counts per encoder ({counts})")
+    rows = {key: value.detach().float().cpu().contiguous() for key, value in read.rows.items()}
+    for key, value in rows.items():
+        if not torch.isfinite(value).all():
+            raise InputError(field, str(path), f"its {key} rows are not finite (NaN or inf)")
+    return ExternalEmbedding(Path(path), rows, read.format, read.token, dict(read.metadata))
+
+
+# TO BE REPLACED by dti.method.formats.read_embedding (every format, rows matched to encoders by dimension): a
+# stand-in that reads dti's own layout only, a run's embeddings/ folder of diffusers files (or the run itself).
+@dataclass
+class _ReadRows:
+    rows: dict[str, torch.Tensor]
+    format: str
+    token: str | None
+    metadata: dict[str, str]
+
+
+def _read_diffusers_rows(path: Path, encoders: list[TextEncoderSlot]) -> _ReadRows:
+    folder = path / "embeddings" if (path / "embeddings").is_dir() else path
+    rows, token, metadata = {}, None, {}
+    for slot in encoders:
+        file = path if path.is_file() and len(encoders) == 1 else folder / slot.diffusers_file
+        if not file.is_file():
+            raise InputError("path", str(path), f"has no {slot.diffusers_file} for the {slot.key} encoder")
+        token, rows[slot.key] = read_token_file(file)
+        metadata = metadata or file_metadata(file)
+        width = slot.input_embeddings().weight.shape[-1]
+        if rows[slot.key].ndim != 2 or rows[slot.key].shape[-1] != width:
+            raise InputError("path", str(path), f"{file.name} holds rows of shape {tuple(rows[slot.key].shape)}; "
+                             f"the {slot.key} encoder takes {width}-dim rows")
+    return _ReadRows(rows, "diffusers", token, metadata)
