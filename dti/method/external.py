@@ -46,7 +46,15 @@ class ExternalEmbedding:
                 return self.metadata[key]
         if self.format.startswith("a1111") and self.token:
             return self.token
-        return self.path.stem if self.path.is_file() else self.path.name
+        return stem(self.path)
+
+
+def stem(path: Path) -> str:
+    """A file's stem; a folder's name (a run's `embeddings/` folder: the run's, its subject)."""
+    path = Path(path)
+    if path.name == "embeddings" and not path.is_file():
+        return path.resolve().parent.name
+    return path.stem if path.suffix in EMBEDDING_SUFFIXES else path.name
 
 
 def embedding_files(path: Path) -> list[Path]:
@@ -77,9 +85,9 @@ def content_sha256(path: str | Path) -> str | None:
 
 def name_part(path: str) -> str:
     """A short folder-name-safe stand-in for an embedding path in a run's name: its stem and content hash."""
-    stem = re.sub(r"[^\w.-]+", "_", Path(path).stem or Path(path).name)[:32] or "embedding"
+    short = re.sub(r"[^\w.-]+", "_", stem(Path(path)))[:32] or "embedding"
     sha = content_sha256(path) if Path(path).exists() else None
-    return f"{stem}~{sha[:8]}" if sha else stem
+    return f"{short}~{sha[:8]}" if sha else short
 
 
 def check_exists(field: str, path: str | None) -> None:

@@ -243,7 +243,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: C
     optimizer = build_optimizer_factory(cfg)(concept.param_groups())
     return Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, run_dir,
                    logger or NullLogger(), seed=cfg.seed, fingerprint=fingerprint(cfg, subject),
-                   method=build_method(cfg), adapter=adapter)
+                   method=build_method(cfg), adapter=adapter, file_metadata={"dti.method": str(cfg.method.label)})
 
 
 def check_resolutions(cfg: DictConfig, backbone: Backbone, stages: list[str]) -> None:

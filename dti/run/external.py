@@ -12,7 +12,7 @@ from dti.backbones.base import Backbone
 from dti.core import io
 from dti.core.io import read_json
 from dti.method.concept import Concept
-from dti.method.external import ExternalEmbedding, content_sha256
+from dti.method.external import ExternalEmbedding, content_sha256, stem
 from dti.method.formats import save_embeddings
 
 SOURCE_FILE = "source.json"  # in the run directory of an external embedding
@@ -39,5 +39,5 @@ def scored_config(cfg: DictConfig, directory: Path) -> dict:
     (`label=`, else the file's own, from source.json), which is the report's name for the row."""
     config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("embeddings") is not None and not cfg.label:
-        config["label"] = (read_json(Path(directory) / SOURCE_FILE) or {}).get("label") or Path(cfg.embeddings).stem
+        config["label"] = (read_json(Path(directory) / SOURCE_FILE) or {}).get("label") or stem(Path(cfg.embeddings))
     return config

@@ -85,7 +85,8 @@ def run_name(overrides) -> str:
     for override in overrides:  # a key given twice counts once, with its last value (as Hydra applies it)
         key, _, value = str(override).partition("=")
         if key.lstrip("+~") in FILE_KEYS and value not in ("", "null"):
-            kept[key] = f"{key}={name_part(value)}"
+            quoted = len(value) > 1 and value[0] == value[-1] and value[0] in "'\""  # a path with = or , in it
+            kept[key] = f"{key}={name_part(value[1:-1] if quoted else value)}"
         elif is_concept_key(key) and "/" not in value:
             if len(value) > MAX_VALUE:
                 value = f"{value[:24]}~{hashlib.sha1(value.encode()).hexdigest()[:8]}"

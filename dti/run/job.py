@@ -113,7 +113,9 @@ class Job:
                 check_trained(directory, self.stages, targets, external=self.cfg.embeddings is not None)
             if not directory.exists():
                 created.append(directory)
-            locks.enter_context(hold(directory, exclusive=train, wait=wait))
+            # an external embedding's run writes its rows into the directory when it samples
+            writes = train or (self.cfg.embeddings is not None and "sample" in self.stages)
+            locks.enter_context(hold(directory, exclusive=writes, wait=wait))
             for tag, _ in targets:
                 locks.enter_context(hold(directory / "samples" / tag, exclusive=True, wait=wait))
         (self.run_dir / "status.json").unlink(missing_ok=True)  # a previous attempt's verdict: this one writes its own

@@ -54,7 +54,7 @@ class Trainer:
     def __init__(self, backbone: Backbone, concept: Concept, optimizer: torch.optim.Optimizer, images: list,
                  subject: str, settings: TrainSettings, run_dir: Path, logger, seed: int = 42,
                  fingerprint: dict | None = None, method: ConceptMethod | None = None,
-                 adapter: DenoiserAdapter | None = None):
+                 adapter: DenoiserAdapter | None = None, file_metadata: dict[str, str] | None = None):
         self.backbone, self.concept, self.optimizer = backbone, concept, optimizer
         self.method, self.adapter = method or ConceptMethod(), adapter
         self.images, self.subject, self.settings, self.validation = images, subject, settings, settings.validation
@@ -62,6 +62,7 @@ class Trainer:
         # what the run's outputs depend on beyond its directory name (checkpoint, images, initializer): a resume
         # or a "complete" run made from anything else is refused instead of silently reused
         self.fingerprint = fingerprint or {}
+        self.file_metadata = dict(file_metadata or {})  # into every embedding file, e.g. what made it (dti.method)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.generator = torch.Generator(backbone.device).manual_seed(seed)
         self.step = 0
@@ -231,7 +232,7 @@ class Trainer:
     def save_embeddings(self, folder: Path, adapter_folder: Path | None = None) -> list[Path]:
         """The concept's current rows in every format (dti.method.formats) into `folder`, and the adapter, if
         any, into `adapter_folder` (default `folder/adapter`: a saved step is scored with the adapter it had)."""
-        metadata = {**self.backbone.embedding_metadata(), "dti.step": str(self.step)}
+        metadata = {**self.file_metadata, **self.backbone.embedding_metadata(), "dti.step": str(self.step)}
         files = save_embeddings(self.concept.embeddings(), self.concept.placeholder, self.backbone.encoders,
                                 folder, self.subject, metadata, self.backbone.tool_files)
         if self.adapter is not None:

@@ -4,11 +4,14 @@
 import functools
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import FAST, cli, compose_cfg, error_lines
 from omegaconf import OmegaConf
+from PIL import Image
+from safetensors.torch import load_file
 
 from dti.core import io
 from dti.core.errors import InputError
@@ -16,6 +19,7 @@ from dti.run import job
 from dti.run.build import build_concept, build_subject
 from dti.run.identity import concept_settings, run_name
 from dti.sweep.report import write_report
+
 
 @functools.cache
 def fast_cfg():
@@ -100,3 +104,68 @@ def test_the_run_identity_follows_the_files_contents(tmp_path):
     made_elsewhere(moved, seed=1)  # edited in place: another input, another run
     assert run_name([f"concept.init_from={moved}", "model=tiny_sdxl"]) != name
     assert concept_settings(with_values(concept__init_from=str(moved))) != settings
+
+
+SCORE = ["model=tiny_sdxl", "data=synthetic", "prompts=file", "evaluator=tiny", "sampler.seeds=[0]",
+         "sampler.batch_size=2"]
+
+
+def test_an_external_embedding_scores_as_the_same_rows_trained_in_project(tmp_path):
+    (tmp_path / "prompts.txt").write_text("a photo of a {}\na {} on the beach\n")
+    score = [*SCORE, f"prompts.path={tmp_path / 'prompts.txt'}"]
+    trained = tmp_path / "outputs" / "trained" / "toy"
+    job.run(compose_cfg([*FAST, *score, "train.steps=2", "stage=[train,sample,evaluate]"]), trained)
+    embeddings = trained / "embeddings"
+    code, _, err = cli(*score, "stage=[sample,evaluate]", f"embeddings='{embeddings}'", cwd=tmp_path)
+    assert code == 0, err[-2000:]
+    external = [p.parent for p in (tmp_path / "outputs").glob("embeddings=*/toy/source.json")]
+    assert len(external) == 1 and external[0].parent.name.startswith("embeddings=toy~")
+    source = json.loads((external[0] / "source.json").read_text())
+    assert source["label"] == "DTI" and source["num_vectors"] == 1  # the trained file says what made it
+    ours, theirs = (json.loads((run / "samples" / "prompts" / "metrics.json").read_text())
+                    for run in (trained, external[0]))
+    assert theirs["num_images"] == ours["num_images"] == 2
+    for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors"):  # the very same rows
+        assert torch.equal(load_file(embeddings / name)["<toy>"], load_file(external[0] / "embeddings" / name)["<toy>"])
+    # the trained run samples from its rows in memory (m*·v), the external one from the file (‖e‖·e/‖e‖): equal
+    # up to float rounding, which may move a pixel by one level
+    for ours_png in sorted((trained / "samples").rglob("*.png")):
+        theirs_png = external[0] / ours_png.relative_to(trained)
+        diff = np.abs(np.asarray(Image.open(ours_png), dtype=int) - np.asarray(Image.open(theirs_png), dtype=int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    for key in ("image_sim", "text_sim", "text_sim_official"):
+        assert theirs[key] == pytest.approx(ours[key], abs=1e-4), key
+    assert [(r["prompt_index"], r["seed"]) for r in theirs["per_image"]] == [
+        (r["prompt_index"], r["seed"]) for r in ours["per_image"]]
+    assert theirs["config"]["sampler"] == ours["config"]["sampler"]
+    write_report(tmp_path / "outputs")
+    report = (tmp_path / "outputs" / "report.md").read_text()
+    external_rows = [line for line in report.splitlines() if "`external [embeddings=toy~" in line]
+    assert len(external_rows) == 1 and external_rows[0].startswith("| DTI | ")
+    assert any(line.startswith("| DTI | `dti") for line in report.splitlines())  # the in-project row beside it
+
+
+def wrong_width(folder):
+    for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors"):
+        io.save_safetensors(folder / name, {"<x>": torch.ones(1, 7)})
+    return folder
+
+
+BAD = {  # id: (overrides given the folder of 7-dim rows, the start of the one line)
+    "missing_file": (lambda f: ["stage=[sample,evaluate]", f"embeddings={f}/none.safetensors"], "embeddings="),
+    "embeddings_with_train": (lambda f: [f"embeddings={f}"], "embeddings="),
+    "external_wrong_dims": (lambda f: ["stage=[sample,evaluate]", f"embeddings={f}"], "embeddings="),
+    "init_from_wrong_dims": (lambda f: ["stage=[train]", f"concept.init_from={f}"], "concept.init_from="),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_embedding_inputs_stop_in_one_line_before_any_stage(tmp_path, case):
+    overrides, field = BAD[case]
+    folder = wrong_width(tmp_path / "in")
+    (tmp_path / "prompts.txt").write_text("a photo of a {}\n")
+    code, _, err = cli(*SCORE, f"prompts.path={tmp_path / 'prompts.txt'}", "train.steps=1", *overrides(folder),
+                       cwd=tmp_path)
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {field}"), err[-2000:]
+    assert not (tmp_path / "outputs").exists()
