@@ -15,8 +15,10 @@ from safetensors.torch import load_file
 
 from dti.core import io
 from dti.core.errors import InputError
+from dti.method.external import ExternalEmbedding
 from dti.run import job
 from dti.run.build import build_concept, build_subject
+from dti.run.external import scored_config
 from dti.run.identity import concept_settings, run_name
 from dti.sweep.report import write_report
 
@@ -156,6 +158,10 @@ BAD = {  # id: (overrides given the folder of 7-dim rows, the start of the one l
     "embeddings_with_train": (lambda f: [f"embeddings={f}"], "embeddings="),
     "external_wrong_dims": (lambda f: ["stage=[sample,evaluate]", f"embeddings={f}"], "embeddings="),
     "init_from_wrong_dims": (lambda f: ["stage=[train]", f"concept.init_from={f}"], "concept.init_from="),
+    "init_from_with_crossinit": (lambda f: ["stage=[train]", "method=crossinit", f"concept.init_from={f}"],
+                                 "concept.init_from="),
+    "external_saved_steps": (lambda f: ["stage=[sample,evaluate]", "sampler.steps=all", f"embeddings={f}"],
+                             "sampler.steps="),
 }
 
 
@@ -169,3 +175,23 @@ def test_bad_embedding_inputs_stop_in_one_line_before_any_stage(tmp_path, case):
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {field}"), err[-2000:]
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_label_comes_from_the_file_unless_given(tmp_path):
+    rows = {"clip_l": torch.ones(1, 4)}
+
+    def label(path, fmt="diffusers", token=None, **metadata):
+        return ExternalEmbedding(path, rows, fmt, token, metadata).label()
+
+    file = tmp_path / "civitai_dog_v2.safetensors"
+    file.write_bytes(b"")
+    assert label(file, **{"dti.method": "DTI", "modelspec.title": "Dog"}) == "DTI"
+    assert label(file, **{"modelspec.title": "Dog"}) == "Dog"
+    assert label(file, "a1111_pt", token="sks-dog") == "sks-dog"
+    assert label(file, token="<dog>") == "civitai_dog_v2"  # a diffusers token is a placeholder, not a name
+    assert label(tmp_path / "runs" / "dog" / "embeddings") == "dog"
+    cfg = with_values(embeddings=str(file))
+    io.write_json(tmp_path / "source.json", {"label": "Dog"})
+    assert scored_config(cfg, tmp_path)["label"] == "Dog"
+    assert scored_config(with_values(embeddings=str(file), label="mine"), tmp_path)["label"] == "mine"
+    assert scored_config(cfg, tmp_path / "nothing")["label"] == "civitai_dog_v2"
