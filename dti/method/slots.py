@@ -23,6 +23,11 @@ class TextEncoderSlot:
     num_vocab_rows: int = 0
     # what the stock pipeline does to a prompt before tokenising it (SANA lower-cases, Wan cleans text)
     preprocess: Callable[[str], str] = str
+    # the rows' width; 0: read from the encoder's table (set where there is no encoder, e.g. `python -m dti.convert`)
+    dim: int = 0
+
+    def width(self) -> int:
+        return self.dim or self.input_embeddings().weight.shape[1]
 
     def input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
