@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 
 from dti.core.errors import InputError
-from dti.method.formats import file_metadata, read_token_file
+from dti.method.formats import read_embedding
+from dti.method.formats.layouts import load_state, read_layout
+from dti.method.formats.reading import FILE_SUFFIXES
 from dti.method.slots import TextEncoderSlot
 
-EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 # metadata keys that name what made a file, the first one present wins (then the A1111 name, then the file stem)
 LABEL_KEYS = ("dti.method", "modelspec.title")
 
@@ -54,7 +55,7 @@ def stem(path: Path) -> str:
     path = Path(path)
     if path.name == "embeddings" and not path.is_file():
         return path.resolve().parent.name
-    return path.stem if path.suffix in EMBEDDING_SUFFIXES else path.name
+    return path.stem if path.suffix in FILE_SUFFIXES else path.name
 
 
 def embedding_files(path: Path) -> list[Path]:
@@ -66,7 +67,7 @@ def embedding_files(path: Path) -> list[Path]:
     found = []
     for folder in (path, path / "embeddings"):
         if folder.is_dir():
-            found += sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in EMBEDDING_SUFFIXES)
+            found += sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in FILE_SUFFIXES)
     return found
 
 
@@ -90,55 +91,33 @@ def name_part(path: str) -> str:
     return f"{short}~{sha[:8]}" if sha else short
 
 
-def check_exists(field: str, path: str | None) -> None:
-    """Before any model is loaded: the path is there and holds an embedding file."""
+def check_readable(field: str, path: str | None) -> None:
+    """Before any model is loaded: the path is there and holds an embedding a layout reads (whether its rows fit
+    the model's encoders needs the model: `read_external`)."""
     if path is None:
         return
     if not Path(path).exists():
         raise InputError(field, path, "does not exist (give an embedding file, an embeddings/ folder or a run)")
-    if not embedding_files(Path(path)):
-        raise InputError(field, path, f"holds no embedding file ({', '.join(EMBEDDING_SUFFIXES)})")
+    files = embedding_files(Path(path))
+    if not files:
+        raise InputError(field, path, f"holds no embedding file ({', '.join(FILE_SUFFIXES)})")
+    if Path(path).is_file():
+        try:
+            read_layout(*load_state(Path(path)))
+        except Exception as err:  # noqa: BLE001  (a truncated file, a pickle of code, no known layout)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(field, path, f"cannot be read as an embedding ({first})") from None
 
 
 def read_external(field: str, path: str | Path, encoders: list[TextEncoderSlot]) -> ExternalEmbedding:
     """The embedding at `path` matched to `encoders` (one line naming `field` when it cannot be read or does
     not fit them)."""
-    check_exists(field, str(path))
+    check_readable(field, str(path))
     try:
-        read = _read_diffusers_rows(Path(path), encoders)
-    except InputError as err:
-        raise InputError(field, str(path), err.problem if err.field in (field, "path") else str(err)) from None
-    counts = {key: rows.shape[0] for key, rows in read.rows.items()}
-    if len(set(counts.values())) != 1:
-        raise InputError(field, str(path), f"holds different vector counts per encoder ({counts})")
+        read = read_embedding(Path(path), encoders)
+    except InputError as err:  # the reader names the file it read (inside a folder, one of its files): keep it
+        same = err.value == str(path)
+        raise InputError(field, str(path), err.problem if same else f"{err.value}: {err.problem}") from None
     rows = {key: value.detach().float().cpu().contiguous() for key, value in read.rows.items()}
-    for key, value in rows.items():
-        if not torch.isfinite(value).all():
-            raise InputError(field, str(path), f"its {key} rows are not finite (NaN or inf)")
     return ExternalEmbedding(Path(path), rows, read.format, read.token, dict(read.metadata))
 
-
-# TO BE REPLACED by dti.method.formats.read_embedding (every format, rows matched to encoders by dimension): a
-# stand-in that reads dti's own layout only, a run's embeddings/ folder of diffusers files (or the run itself).
-@dataclass
-class _ReadRows:
-    rows: dict[str, torch.Tensor]
-    format: str
-    token: str | None
-    metadata: dict[str, str]
-
-
-def _read_diffusers_rows(path: Path, encoders: list[TextEncoderSlot]) -> _ReadRows:
-    folder = path / "embeddings" if (path / "embeddings").is_dir() else path
-    rows, token, metadata = {}, None, {}
-    for slot in encoders:
-        file = path if path.is_file() and len(encoders) == 1 else folder / slot.diffusers_file
-        if not file.is_file():
-            raise InputError("path", str(path), f"has no {slot.diffusers_file} for the {slot.key} encoder")
-        token, rows[slot.key] = read_token_file(file)
-        metadata = metadata or file_metadata(file)
-        width = slot.input_embeddings().weight.shape[-1]
-        if rows[slot.key].ndim != 2 or rows[slot.key].shape[-1] != width:
-            raise InputError("path", str(path), f"{file.name} holds rows of shape {tuple(rows[slot.key].shape)}; "
-                             f"the {slot.key} encoder takes {width}-dim rows")
-    return _ReadRows(rows, "diffusers", token, metadata)

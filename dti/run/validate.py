@@ -19,7 +19,7 @@ from dti.core import checks
 from dti.core.errors import InputError
 from dti.core.runtime import resolve_device, resolve_dtype
 from dti.evaluate.scorers import check_settings as check_evaluator_settings
-from dti.method.external import check_exists
+from dti.method.external import check_readable
 from dti.offline.random_weights import MODELS as RANDOM_MODELS
 from dti.run.build import (
     _instantiate,
@@ -105,12 +105,12 @@ def check_embedding_inputs(cfg: DictConfig, stages: list[str]) -> None:
         if build_sampler_settings(cfg).steps != "final":
             raise InputError("sampler.steps", cfg.sampler.steps, "an external embedding has no saved steps: "
                              "use sampler.steps=final")
-        check_exists("embeddings", external)
+        check_readable("embeddings", external)
     if init_from is not None:
         if cfg.method.init != "word":
             raise InputError("concept.init_from", init_from, f"and method.init={cfg.method.init} both say where "
                              "the rows start: use one of them")
-        check_exists("concept.init_from", init_from)
+        check_readable("concept.init_from", init_from)
 
 
 def check_optimizer(cfg: DictConfig) -> None:

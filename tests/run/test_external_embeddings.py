@@ -117,13 +117,15 @@ def test_an_external_embedding_scores_as_the_same_rows_trained_in_project(tmp_pa
     score = [*SCORE, f"prompts.path={tmp_path / 'prompts.txt'}"]
     trained = tmp_path / "outputs" / "trained" / "toy"
     job.run(compose_cfg([*FAST, *score, "train.steps=2", "stage=[train,sample,evaluate]"]), trained)
-    embeddings = trained / "embeddings"
-    code, _, err = cli(*score, "stage=[sample,evaluate]", f"embeddings='{embeddings}'", cwd=tmp_path)
+    embeddings = trained / "embeddings"  # its SDXL file for other tools ({clip_l, clip_g}), as a user would pass it
+    code, _, err = cli(*score, "stage=[sample,evaluate]", f"embeddings='{embeddings / 'toy.safetensors'}'",
+                       cwd=tmp_path)
     assert code == 0, err[-2000:]
     external = [p.parent for p in (tmp_path / "outputs").glob("embeddings=*/toy/source.json")]
     assert len(external) == 1 and external[0].parent.name.startswith("embeddings=toy~")
     source = json.loads((external[0] / "source.json").read_text())
     assert source["label"] == "DTI" and source["num_vectors"] == 1  # the trained file says what made it
+    assert source["format"] == "sdxl_keys"
     ours, theirs = (json.loads((run / "samples" / "prompts" / "metrics.json").read_text())
                     for run in (trained, external[0]))
     assert theirs["num_images"] == ours["num_images"] == 2
@@ -150,6 +152,8 @@ def test_an_external_embedding_scores_as_the_same_rows_trained_in_project(tmp_pa
 def wrong_width(folder):
     for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors"):
         io.save_safetensors(folder / name, {"<x>": torch.ones(1, 7)})
+    io.save_safetensors(folder / "sdxl.safetensors", {"clip_l": torch.ones(1, 7), "clip_g": torch.ones(1, 7)})
+    (folder / "torn.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{")
     return folder
 
 
@@ -157,6 +161,10 @@ BAD = {  # id: (overrides given the folder of 7-dim rows, the start of the one l
     "missing_file": (lambda f: ["stage=[sample,evaluate]", f"embeddings={f}/none.safetensors"], "embeddings="),
     "embeddings_with_train": (lambda f: [f"embeddings={f}"], "embeddings="),
     "external_wrong_dims": (lambda f: ["stage=[sample,evaluate]", f"embeddings={f}"], "embeddings="),
+    "external_file_wrong_dims": (lambda f: ["stage=[sample,evaluate]", f"embeddings={f}/sdxl.safetensors"],
+                                 "embeddings="),
+    "external_unreadable": (lambda f: ["stage=[sample,evaluate]", f"embeddings={f}/torn.safetensors"],
+                            "embeddings="),
     "init_from_wrong_dims": (lambda f: ["stage=[train]", f"concept.init_from={f}"], "concept.init_from="),
     "init_from_with_crossinit": (lambda f: ["stage=[train]", "method=crossinit", f"concept.init_from={f}"],
                                  "concept.init_from="),
