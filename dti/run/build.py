@@ -198,13 +198,11 @@ def check_embedding_files(cfg: DictConfig, backbone: Backbone, stages: list[str]
     """The embedding files of this run fit the loaded backbone's encoders, before any stage writes."""
     if "train" in stages:
         build_start_rows(cfg, backbone)
-    if "sample" in stages:
-        build_external_embedding(cfg, backbone)
+    external = build_external_embedding(cfg, backbone) if "sample" in stages else None
+    if external is not None and cfg.num_vectors is not None and cfg.num_vectors != external.num_vectors:
+        raise InputError("num_vectors", cfg.num_vectors, f"but embeddings= holds {external.num_vectors} vector(s): "
+                         "drop num_vectors (the file decides)")
 
-
-def external_label(cfg: DictConfig, external: ExternalEmbedding | None) -> str | None:
-    """The report's name of a run of an external embedding: `label=`, else what the file says it is."""
-    return None if external is None else (cfg.label or external.label())
 
 
 def build_method(cfg: DictConfig) -> ConceptMethod:

@@ -163,6 +163,10 @@ BAD = {  # id: (overrides given the folder of 7-dim rows, the start of the one l
     "external_wrong_dims": (lambda f: ["stage=[sample,evaluate]", f"embeddings={f}"], "embeddings="),
     "external_file_wrong_dims": (lambda f: ["stage=[sample,evaluate]", f"embeddings={f}/sdxl.safetensors"],
                                  "embeddings="),
+    "external_num_vectors": (lambda f: ["stage=[sample,evaluate]", "num_vectors=2", f"embeddings={f}/good"],
+                             "num_vectors=2"),
+    "init_from_num_vectors": (lambda f: ["stage=[train]", "num_vectors=2", f"concept.init_from={f}/good"],
+                              "num_vectors=2"),
     "external_unreadable": (lambda f: ["stage=[sample,evaluate]", f"embeddings={f}/torn.safetensors"],
                             "embeddings="),
     "init_from_wrong_dims": (lambda f: ["stage=[train]", f"concept.init_from={f}"], "concept.init_from="),
@@ -177,6 +181,7 @@ BAD = {  # id: (overrides given the folder of 7-dim rows, the start of the one l
 def test_bad_embedding_inputs_stop_in_one_line_before_any_stage(tmp_path, case):
     overrides, field = BAD[case]
     folder = wrong_width(tmp_path / "in")
+    made_elsewhere(folder / "good")  # three vectors of the right widths
     (tmp_path / "prompts.txt").write_text("a photo of a {}\n")
     code, _, err = cli(*SCORE, f"prompts.path={tmp_path / 'prompts.txt'}", "train.steps=1", *overrides(folder),
                        cwd=tmp_path)
