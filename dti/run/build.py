@@ -195,14 +195,15 @@ def build_external_embedding(cfg: DictConfig, backbone: Backbone) -> ExternalEmb
 
 
 def check_embedding_files(cfg: DictConfig, backbone: Backbone, stages: list[str]) -> None:
-    """The embedding files of this run fit the loaded backbone's encoders, before any stage writes."""
-    if "train" in stages:
-        build_start_rows(cfg, backbone)
-    external = build_external_embedding(cfg, backbone) if "sample" in stages else None
-    if external is not None and cfg.num_vectors is not None and cfg.num_vectors != external.num_vectors:
-        raise InputError("num_vectors", cfg.num_vectors, f"but embeddings= holds {external.num_vectors} vector(s): "
-                         "drop num_vectors (the file decides)")
-
+    """The embedding files of this run fit the loaded backbone's encoders and the vector count, before any stage
+    writes (for every subject of the job at once)."""
+    files = {"concept.init_from": cfg.concept.init_from if "train" in stages else None,
+             "embeddings": cfg.get("embeddings") if "sample" in stages else None}
+    for field, path in files.items():
+        count = None if path is None else read_external(field, path, backbone.encoders).num_vectors
+        if count is not None and cfg.num_vectors is not None and cfg.num_vectors != count:
+            raise InputError("num_vectors", cfg.num_vectors, f"but {field} holds {count} vector(s): drop "
+                             "num_vectors (the file decides)")
 
 
 def build_method(cfg: DictConfig) -> ConceptMethod:
