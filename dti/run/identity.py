@@ -99,8 +99,10 @@ def run_name(overrides) -> str:
 def concept_settings(cfg: DictConfig) -> dict:
     """The resolved values of the concept keys (what the fingerprint records)."""
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    for key in FILE_KEYS:
-        if flat.get(key) is not None:
+    for key in FILE_KEYS:  # unset, they are left out: runs made before these keys existed keep their fingerprint
+        if flat.get(key) is None:
+            flat.pop(key, None)
+        else:
             flat[key] = f"sha256:{content_sha256(flat[key])}"
     return {k: v for k, v in sorted(flat.items()) if _matches(k, CONCEPT_KEYS) and k not in NOT_IN_FINGERPRINT}
 

@@ -102,6 +102,7 @@ def test_the_run_identity_follows_the_files_contents(tmp_path):
     assert run_name([f"concept.init_from={moved}", "model=tiny_sdxl"]) == name
     settings = concept_settings(with_values(concept__init_from=str(first)))
     assert settings["concept.init_from"].startswith("sha256:")
+    assert not {"concept.init_from", "embeddings"} & set(concept_settings(fast_cfg()))  # earlier runs: unchanged
     assert concept_settings(with_values(concept__init_from=str(moved))) == settings
     made_elsewhere(moved, seed=1)  # edited in place: another input, another run
     assert run_name([f"concept.init_from={moved}", "model=tiny_sdxl"]) != name
@@ -116,7 +117,7 @@ def test_an_external_embedding_scores_as_the_same_rows_trained_in_project(tmp_pa
     (tmp_path / "prompts.txt").write_text("a photo of a {}\na {} on the beach\n")
     score = [*SCORE, f"prompts.path={tmp_path / 'prompts.txt'}"]
     trained = tmp_path / "outputs" / "trained" / "toy"
-    job.run(compose_cfg([*FAST, *score, "train.steps=2", "stage=[train,sample,evaluate]"]), trained)
+    job.run(compose_cfg([*FAST, *score, "train.steps=1", "stage=[train,sample,evaluate]"]), trained)
     embeddings = trained / "embeddings"  # its SDXL file for other tools ({clip_l, clip_g}), as a user would pass it
     code, _, err = cli(*score, "stage=[sample,evaluate]", f"embeddings='{embeddings / 'toy.safetensors'}'",
                        cwd=tmp_path)
