@@ -177,7 +177,8 @@ def build_concept(cfg: DictConfig, subject: Subject, backbone: Backbone | None =
     concept = add_concept(backbone.encoders, concept_placeholder(cfg, subject), initializer,
                           build_magnitude(cfg), num_vectors, stand_in, method.init, start)
     for key, table in concept.tables.items():
-        log.info("%s: tokens %s from initializer %r (%s), |e| %s", key, concept.tokens, initializer, method.init,
+        start_from = f"concept.init_from={cfg.concept.init_from}, prior" if start is not None else method.init
+        log.info("%s: tokens %s from initializer %r (%s), |e| %s", key, concept.tokens, initializer, start_from,
                  [round(x, 4) for x in table.embeddings().norm(dim=-1).tolist()])
     return backbone, concept
 
