@@ -177,8 +177,9 @@ def build_concept(cfg: DictConfig, subject: Subject, backbone: Backbone | None =
     concept = add_concept(backbone.encoders, concept_placeholder(cfg, subject), initializer,
                           build_magnitude(cfg), num_vectors, stand_in, method.init, start)
     for key, table in concept.tables.items():
-        start_from = f"concept.init_from={cfg.concept.init_from}, prior" if start is not None else method.init
-        log.info("%s: tokens %s from initializer %r (%s), |e| %s", key, concept.tokens, initializer, start_from,
+        source = f"initializer {initializer!r} ({method.init})" if start is None else \
+            f"concept.init_from={cfg.concept.init_from} (prior: initializer {initializer!r})"
+        log.info("%s: tokens %s from %s, |e| %s", key, concept.tokens, source,
                  [round(x, 4) for x in table.embeddings().norm(dim=-1).tolist()])
     return backbone, concept
 
