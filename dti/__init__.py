@@ -1,7 +1,7 @@
 """Directional Textual Inversion: learn a concept token's direction on the unit sphere at a fixed, in-distribution
 norm. The command line is `launch.py` (dti.run.cli); this module is the Python API for using the results."""
 
-__version__ = "0.2.0"
+from dti.core.version import __version__  # noqa: F401  (the package's version, re-exported)
 
 
 def load_embeddings(pipe, path, token=None):

@@ -44,5 +44,5 @@ def test_a_non_editable_install_runs_the_demo(tmp_path):
                          env=env, cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     (demo,) = (tmp_path / "outputs").glob("+experiment=demo,train.steps=4/toy")
-    assert (demo / "embeddings" / "toy.safetensors").is_file()
+    assert (demo / "embeddings" / "toy-dti.safetensors").is_file()
     assert (demo / "samples" / "complex" / "metrics.json").is_file()

@@ -55,7 +55,7 @@ def run(ctx: Context) -> dict:
         metadata = {**ctx.backbone.embedding_metadata(), "dti.blend": s.blend, "dti.ratio": str(s.ratio),
                     "dti.a": str(a.path), "dti.b": str(b.path)}
         files = save_embeddings(blend(a.rows, b.rows, s.ratio, s.blend), s.placeholder, ctx.backbone.encoders,
-                                folder, subject, metadata)
+                                folder, f"{subject}-{s.blend}", metadata, ctx.backbone.tool_files)
         ctx.out.files += files
         record["embeddings"] = str(folder)
         lines += ["", f"Written: {folder} (token {s.placeholder}); load it with dti.load_embeddings(pipe, "

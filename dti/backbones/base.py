@@ -112,6 +112,17 @@ class Backbone:
     # the embedding files for other tools, beside the diffusers file of each encoder: writers of
     # dti.method.formats (a tuple in a class attribute: the functions stay plain functions, not methods)
     tool_files: tuple = (encoder_keys_file,)
+    # the base model in the files' SAI ModelSpec metadata (kohya sd-scripts' library/sai_model_spec.py ids)
+    modelspec_architecture: str = "unknown"
+    modelspec_implementation: str = "diffusers"
+    # (encoder key, text encoder subfolder of the checkpoint, diffusers file) per encoder, in `encoders` order:
+    # what embedding files need to know of the encoders without loading them (python -m dti.convert)
+    encoder_layout: tuple[tuple[str, str, str], ...] = ()
+
+    @classmethod
+    def layout(cls, encoder_key: str | None = None) -> tuple[tuple[str, str, str], ...]:
+        """`encoder_layout` for these model settings (SD1.x/2.x name their one encoder by `model.encoder_key`)."""
+        return cls.encoder_layout
 
     @classmethod
     def load_into_pipeline(cls, pipe, folder: Path, token: str | None = None) -> list[str]:

@@ -19,6 +19,7 @@ from dti.backbones.images import to_pil
 from dti.backbones.objectives import FlowMatching, mse
 from dti.core.errors import InputError
 from dti.core.runtime import resolve_device, resolve_dtype
+from dti.method.formats import onetrainer_file
 
 STAGES = ("train", "sample")
 
@@ -127,6 +128,10 @@ class SanaBackbone(Backbone):
         return mse(prediction.float(), target, per_sample)
 
     pipeline_class = SanaPipeline
+    tool_files = (onetrainer_file,)  # OneTrainer's SANA embedding: {"gemma": rows}
+    modelspec_architecture = "sana"  # as OneTrainer's resources/sd_model_spec/sana-embedding.json
+    modelspec_implementation = "https://github.com/NVlabs/Sana"
+    encoder_layout = (("gemma2", "text_encoder", "learned_embeds.safetensors"),)
 
     @torch.no_grad()
     def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale, negative_prompt=None):

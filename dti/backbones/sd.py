@@ -80,6 +80,18 @@ class StableDiffusionBackbone(Backbone):
     pipeline_class = StableDiffusionPipeline
     denoiser_name = "unet"  # the pipeline component an adapter sits on
     tool_files = (a1111_pt_file, emb_params_file)
+    modelspec_implementation = "https://github.com/Stability-AI/generative-models"  # kohya's for TI files
+
+    @property
+    def modelspec_architecture(self) -> str:  # kohya's ids: SD1.x, SD2.x at 512 (ε) or 768 (v)
+        if self.encoders[0].key == "clip_l":
+            return "stable-diffusion-v1"
+        return "stable-diffusion-v2-768-v" if self.objective.prediction_type == "v_prediction" else \
+            "stable-diffusion-v2-512"
+
+    @classmethod
+    def layout(cls, encoder_key: str | None = None):
+        return ((encoder_key or "clip_l", "text_encoder", "learned_embeds.safetensors"),)
 
     def pipeline_components(self):
         return dict(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,

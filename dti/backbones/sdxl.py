@@ -118,6 +118,10 @@ class SDXLBackbone(Backbone):
 
     # -- sampling with the loaded components ----------------------------------------------------------------
     pipeline_class = StableDiffusionXLPipeline
+    modelspec_architecture = "stable-diffusion-xl-v1-base"
+    modelspec_implementation = "https://github.com/Stability-AI/generative-models"  # kohya's for TI files
+    encoder_layout = (("clip_l", "text_encoder", "learned_embeds.safetensors"),
+                      ("clip_g", "text_encoder_2", "learned_embeds_2.safetensors"))
 
     def pipeline_components(self):
         return dict(vae=self.vae, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2,

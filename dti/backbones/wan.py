@@ -73,6 +73,9 @@ class WanBackbone(Backbone):
         return mse(prediction.float(), target, per_sample)
 
     pipeline_class = WanPipeline
+    modelspec_architecture = "wan-2.1-t2v"  # no published ModelSpec id for Wan: dti's own
+    modelspec_implementation = "https://github.com/Wan-Video/Wan2.1"
+    encoder_layout = (("umt5xxl", "text_encoder", "learned_embeds.safetensors"),)
 
     @torch.no_grad()
     def generate(self, prompts, seeds, height, width, num_inference_steps, guidance_scale, negative_prompt=None):

@@ -8,21 +8,26 @@ import logging
 from pathlib import Path
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dti.backbones.base import Backbone
 from dti.core import checks
 from dti.core.errors import InputError
+from dti.core.version import __version__
 from dti.evaluate.prompts import PromptSet
 from dti.evaluate.sampler import SamplerSettings
 from dti.evaluate.scorers import Evaluator
 from dti.method.concept import Concept, ConceptEmbedding, add_concept, check_fits
 from dti.method.external import ExternalEmbedding, read_external
+from dti.method.formats.metadata import RunFacts
 from dti.method.magnitude import Magnitude
 from dti.method.method import ConceptMethod
 from dti.method.optim import MAX_LR
-from dti.offline.random_weights import random_pretrained
+from dti.method.slots import TextEncoderSlot
+from dti.offline.random_weights import MODELS as RANDOM_MODELS
+from dti.offline.random_weights import load_config, random_pretrained
+from dti.offline.tiny import tiny_path
 from dti.run.identity import fingerprint
 from dti.run.loggers import NullLogger
 from dti.train.adapters import AdapterSettings, DenoiserAdapter
@@ -244,7 +249,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: C
     optimizer = build_optimizer_factory(cfg)(concept.param_groups())
     return Trainer(backbone, concept, optimizer, subject.images, subject.name, settings, run_dir,
                    logger or NullLogger(), seed=cfg.seed, fingerprint=fingerprint(cfg, subject),
-                   method=build_method(cfg), adapter=adapter, file_metadata={"dti.method": str(cfg.method.label)})
+                   method=build_method(cfg), adapter=adapter, facts=build_run_facts(cfg, subject))
+
+
+def concept_trigger(cfg: DictConfig, subject: Subject) -> str:
+    """The tool files' name, the word A1111 and ComfyUI prompts use: `<subject>-<method>` unless `trigger`."""
+    return cfg.trigger or f"{subject.name}-{cfg.method.name}"
+
+
+def build_run_facts(cfg: DictConfig, subject: Subject) -> RunFacts:
+    return RunFacts(method=cfg.method.name, trigger=concept_trigger(cfg, subject), kappa=cfg.optimizer.kappa,
+                    steps=cfg.train.steps, base_model=str(cfg.model.get("pretrained") or cfg.model.name),
+                    resolution=OmegaConf.to_container(cfg.train).get("resolution"), version=__version__)
 
 
 def check_resolutions(cfg: DictConfig, backbone: Backbone, stages: list[str]) -> None:
@@ -296,3 +312,28 @@ def build_logger(cfg: DictConfig, run_dir: Path, stages: list[str] | None = None
     factory = _instantiate(cfg.logger)  # a partial: the run directory and the resolved config come from here
     return factory(run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True),
                    job_type="+".join(stages or ["train"]), default_tags=run_tags(cfg))
+
+
+def embedding_encoders(cfg: DictConfig) -> list[TextEncoderSlot]:
+    """The model's text encoders as embedding files see them (key, row width, diffusers file), without loading
+    any weights: the widths come from the checkpoint folder's text encoder configs, or for a hub model from its
+    published architecture configs (dti/offline/archs)."""
+    model = cfg.model
+    adapter = get_class(model.get("adapter") or model._target_)
+    folder = None
+    if model.get("tiny_name"):
+        folder = tiny_path(model.tiny_name, model.get("cache_dir"))
+    elif model.get("pretrained") and Path(model.pretrained).is_dir():
+        folder = Path(model.pretrained)
+    elif model.name not in RANDOM_MODELS:
+        raise InputError("model.pretrained", model.get("pretrained"), "is neither a local checkpoint folder nor a "
+                         f"model with published architecture configs ({', '.join(RANDOM_MODELS)})")
+    slots = []
+    for key, subfolder, diffusers_file in adapter.layout(model.get("encoder_key")):
+        if folder is not None:
+            config = json.loads((folder / subfolder / "config.json").read_text())
+        else:
+            config = load_config(RANDOM_MODELS[model.name].modules[subfolder][3])
+        width = config.get("hidden_size") or config["d_model"]  # CLIP, Gemma-2 / UMT5
+        slots.append(TextEncoderSlot(key, None, None, diffusers_file, 0, dim=int(width)))
+    return slots

@@ -34,7 +34,8 @@ from dti.train.data import Subject
 CONCEPT_KEYS = (
     "method", "method.name", "method.init", "method.anchor", "method.objective", "method.dco_beta",
     "method.train_embedding", "method.initializer_prefix", "recipe", "experiment", "words", "adapter", "adapter.*",
-    "optimizer", "optimizer.*", "magnitude", "magnitude.*", "kappa", "placeholder", "num_vectors", "seed",
+    "optimizer", "optimizer.*", "magnitude", "magnitude.*", "kappa", "placeholder", "trigger", "num_vectors",
+    "seed",
     "train.steps", "train.batch_size", "train.grad_accum", "train.resolution", "train.templates", "train.crop",
     "train.random_flip", "train.sample_latents",
     "model", "model._target_", "model.pretrained", "model.revision", "model.variant", "model.vae", "model.adapter",

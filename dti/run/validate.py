@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -32,6 +33,9 @@ from dti.run.build import (
 )
 
 MAX_VECTORS = 74  # a concept must fit CLIP's 77-token context with BOS, EOS and at least one word
+
+# a trigger names files and is typed into prompts: one word of file-name-safe characters
+SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def check_keys(node: DictConfig, prefix: str = "") -> None:
@@ -87,6 +91,10 @@ def check_concept(cfg: DictConfig) -> None:
     placeholder = cfg.placeholder
     if placeholder is not None and (not str(placeholder).strip() or any(c.isspace() for c in str(placeholder))):
         raise InputError("placeholder", placeholder, "must be one word without spaces")
+    trigger = cfg.get("trigger")
+    if trigger is not None and not SAFE_STEM.fullmatch(str(trigger)):
+        raise InputError("trigger", trigger, "must be a file name stem: letters, digits, '-', '_' or '.', "
+                         "starting with a letter or digit, at most 100 characters")
     if cfg.num_vectors is not None:
         checks.integer("num_vectors", cfg.num_vectors, minimum=1, maximum=MAX_VECTORS)
 

@@ -22,8 +22,10 @@ from dti.backbones.base import Backbone
 from dti.core import io
 from dti.core.errors import InputError
 from dti.core.io import read_json
+from dti.core.version import __version__
 from dti.method.concept import Concept
 from dti.method.formats import save_embeddings, write_kohya_lora
+from dti.method.formats.metadata import RunFacts, embedding_metadata
 from dti.method.method import ConceptMethod
 from dti.train import checkpoint
 from dti.train.adapters import DenoiserAdapter
@@ -54,15 +56,17 @@ class Trainer:
     def __init__(self, backbone: Backbone, concept: Concept, optimizer: torch.optim.Optimizer, images: list,
                  subject: str, settings: TrainSettings, run_dir: Path, logger, seed: int = 42,
                  fingerprint: dict | None = None, method: ConceptMethod | None = None,
-                 adapter: DenoiserAdapter | None = None, file_metadata: dict[str, str] | None = None):
+                 adapter: DenoiserAdapter | None = None, facts: RunFacts | None = None):
         self.backbone, self.concept, self.optimizer = backbone, concept, optimizer
         self.method, self.adapter = method or ConceptMethod(), adapter
+        # what the embedding files say about this run; the tool files are named after its trigger
+        self.facts = facts or RunFacts(method="dti", trigger=f"{subject}-dti", kappa=0.0, steps=settings.steps,
+                                       base_model="", resolution=settings.resolution, version=__version__)
         self.images, self.subject, self.settings, self.validation = images, subject, settings, settings.validation
         self.run_dir, self.logger = Path(run_dir), logger
         # what the run's outputs depend on beyond its directory name (checkpoint, images, initializer): a resume
         # or a "complete" run made from anything else is refused instead of silently reused
         self.fingerprint = fingerprint or {}
-        self.file_metadata = dict(file_metadata or {})  # into every embedding file, e.g. what made it (dti.method)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.generator = torch.Generator(backbone.device).manual_seed(seed)
         self.step = 0
@@ -232,9 +236,13 @@ class Trainer:
     def save_embeddings(self, folder: Path, adapter_folder: Path | None = None) -> list[Path]:
         """The concept's current rows in every format (dti.method.formats) into `folder`, and the adapter, if
         any, into `adapter_folder` (default `folder/adapter`: a saved step is scored with the adapter it had)."""
-        metadata = {**self.file_metadata, **self.backbone.embedding_metadata(), "dti.step": str(self.step)}
+        tables = self.concept.tables
+        metadata = embedding_metadata(
+            self.facts, self.backbone.modelspec_architecture, self.backbone.modelspec_implementation,
+            self.concept.placeholder, self.concept.initializer, self.step,
+            {k: t.magnitude if t.fixed_norm else None for k, t in tables.items()}, self.backbone.embedding_metadata())
         files = save_embeddings(self.concept.embeddings(), self.concept.placeholder, self.backbone.encoders,
-                                folder, self.subject, metadata, self.backbone.tool_files)
+                                folder, self.facts.trigger, metadata, self.backbone.tool_files)
         if self.adapter is not None:
             files += self.adapter.save(adapter_folder or Path(folder) / "adapter", self.backbone.pipeline_class,
                                        self.backbone.denoiser_name)
@@ -257,7 +265,7 @@ class Trainer:
         files = self.save_embeddings(self.run_dir / "embeddings", self.run_dir / "adapter")
         if self.adapter is not None:
             if self.adapter.settings.kind == "lora" and self.backbone.denoiser_name == "unet":
-                files.append(write_kohya_lora(self.run_dir / "adapter" / f"{self.subject}.safetensors",
+                files.append(write_kohya_lora(self.run_dir / "adapter" / f"{self.facts.trigger}.safetensors",
                                               self.adapter.weights(), self.concept.embeddings(),
                                               self.concept.placeholder, self.adapter.settings.alpha))
         if self.validation.enabled and not validated:

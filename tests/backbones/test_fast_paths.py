@@ -76,8 +76,8 @@ def test_compiled_denoiser_is_used_and_matches_eager(tmp_path, monkeypatch):
     torch._dynamo.reset()
     job.run(compose_cfg([*fast, "model.compile=true"]), tmp_path / "compiled")
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the denoiser ran as captured graphs
-    a = load_file(tmp_path / "eager" / "embeddings" / "toy.safetensors")
-    b = load_file(tmp_path / "compiled" / "embeddings" / "toy.safetensors")
+    a = load_file(tmp_path / "eager" / "embeddings" / "toy-dti.safetensors")
+    b = load_file(tmp_path / "compiled" / "embeddings" / "toy-dti.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     torch._dynamo.reset()
 
@@ -96,8 +96,8 @@ def test_compiled_denoiser_matches_eager_on_cuda(tmp_path):
     compiled = job.run(compose_cfg([*FAST, "model.device=cuda", "model.compile=true"]), tmp_path / "compiled")
     assert eager["train"]["step"] == compiled["train"]["step"]
     from safetensors.torch import load_file
-    a = load_file(tmp_path / "eager" / "embeddings" / "toy.safetensors")
-    b = load_file(tmp_path / "compiled" / "embeddings" / "toy.safetensors")
+    a = load_file(tmp_path / "eager" / "embeddings" / "toy-dti.safetensors")
+    b = load_file(tmp_path / "compiled" / "embeddings" / "toy-dti.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-3) for k in a)
 
 
@@ -111,8 +111,8 @@ def test_bf16_frozen_weights_track_fp32_on_cuda(tmp_path):
     job.run(compose_cfg([*FAST, "model.device=cuda", "model.dtype=float32"]), tmp_path / "fp32")
     job.run(compose_cfg([*FAST, "model.device=cuda", "model.dtype=bfloat16"]), tmp_path / "bf16")
     from safetensors.torch import load_file
-    a = load_file(tmp_path / "fp32" / "embeddings" / "toy.safetensors")
-    b = load_file(tmp_path / "bf16" / "embeddings" / "toy.safetensors")
+    a = load_file(tmp_path / "fp32" / "embeddings" / "toy-dti.safetensors")
+    b = load_file(tmp_path / "bf16" / "embeddings" / "toy-dti.safetensors")
     for k in a:  # the tables stay fp32 either way; directions agree closely after a few steps
         assert b[k].dtype == torch.float32
         assert torch.nn.functional.cosine_similarity(a[k], b[k], dim=-1).min() > 0.99

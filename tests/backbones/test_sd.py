@@ -63,21 +63,21 @@ def test_trains_with_frozen_weights_and_a_fresh_stock_pipeline_reads_every_file_
 
     emb = run_dir / "embeddings"
     assert torch.equal(load_file(emb / "learned_embeds.safetensors")["<toy>"], rows)
-    a1111 = torch.load(emb / "toy.pt", weights_only=True)  # as diffusers reads it; A1111 reads the same keys
+    a1111 = torch.load(emb / "toy-dti.pt", weights_only=True)  # as diffusers reads it; A1111 reads the same keys
     assert (a1111["name"], a1111["step"], a1111["string_to_token"]) == ("<toy>", 4, {"*": 265})
     assert torch.equal(a1111["string_to_param"]["*"], rows)
-    kohya = load_file(emb / "toy.safetensors")
+    kohya = load_file(emb / "toy-dti.safetensors")
     assert list(kohya) == ["emb_params"] and torch.equal(kohya["emb_params"], rows)
-    assert done["embeddings"] == ["embeddings/learned_embeds.safetensors", "embeddings/toy.pt",
-                                  "embeddings/toy.safetensors"]
+    assert done["embeddings"] == ["embeddings/learned_embeds.safetensors", "embeddings/toy-dti.pt",
+                                  "embeddings/toy-dti.safetensors"]
 
     template = "a photo of a {} on the beach"
     with torch.no_grad():
         trained = backbone.encode_text(backbone.tokenize([concept.prompt(template)]))["prompt_embeds"]
     loaders = {
         "diffusers": lambda pipe: pipe.load_textual_inversion(str(emb / "learned_embeds.safetensors")),
-        "a1111 .pt": lambda pipe: pipe.load_textual_inversion(str(emb / "toy.pt")),  # token: the file's name
-        "emb_params": lambda pipe: pipe.load_textual_inversion(str(emb / "toy.safetensors"), token="<toy>"),
+        "a1111 .pt": lambda pipe: pipe.load_textual_inversion(str(emb / "toy-dti.pt")),  # token: the file's name
+        "emb_params": lambda pipe: pipe.load_textual_inversion(str(emb / "toy-dti.safetensors"), token="<toy>"),
         "dti.load_embeddings": lambda pipe: dti.load_embeddings(pipe, run_dir),
     }
     for name, load in loaders.items():
@@ -102,7 +102,7 @@ def test_resume_is_bit_identical(trained, tmp_path):
     (tmp_path / "resumed" / "done.json").unlink()
     _, trainer, resumed = train(overrides, tmp_path / "resumed")  # ... resumed to 4, as the straight run
     assert trainer.step == 4
-    for file in ("learned_embeds.safetensors", "toy.safetensors"):
+    for file in ("learned_embeds.safetensors", "toy-dti.safetensors"):
         a, b = (load_file(run / "embeddings" / file) for run in (straight, resumed))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
 

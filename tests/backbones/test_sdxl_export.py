@@ -43,7 +43,7 @@ def test_a1111_comfyui_file_loads_through_diffusers(train_run):
     from safetensors.torch import load_file
 
     _, trainer, run_dir = train_run()
-    state = load_file(run_dir / "embeddings" / "toy.safetensors")
+    state = load_file(run_dir / "embeddings" / "toy-dti.safetensors")
     assert {k: (tuple(v.shape), v.dtype) for k, v in state.items()} == {
         "clip_l": ((1, 32), torch.float32), "clip_g": ((1, 32), torch.float32)}
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_path())

@@ -81,4 +81,4 @@ def test_a_random_sd_checkpoint_loads_through_the_adapter_and_trains(tmp_path):
     backbone = build_backbone(cfg)
     assert backbone.tokenizer.pad_token == "!" and type(backbone.sample_scheduler).__name__ == "PNDMScheduler"
     done = job.run(cfg, tmp_path / "run")["train"]
-    assert done["step"] == 2 and (tmp_path / "run" / "embeddings" / "toy.pt").is_file()
+    assert done["step"] == 2 and (tmp_path / "run" / "embeddings" / "toy-dti.pt").is_file()

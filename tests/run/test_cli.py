@@ -16,7 +16,7 @@ def test_demo_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "outputs" / "+experiment=demo" / "toy"
     for name in (".hydra/config.yaml", "train_log.jsonl", "done.json", "embeddings/learned_embeds.safetensors",
-                 "embeddings/learned_embeds_2.safetensors", "embeddings/toy.safetensors", "train_curves.png"):
+                 "embeddings/learned_embeds_2.safetensors", "embeddings/toy-dti.safetensors", "train_curves.png"):
         assert (run / name).is_file(), name
     done = json.loads((run / "done.json").read_text())
     assert sorted(p.name for p in (run / "validation").iterdir())[-1] == f"step_{done['step']:06d}.png"
@@ -51,6 +51,7 @@ def test_launch_sweeps_every_optimizer_and_magnitude(tmp_path):
     assert f"multirun/default/magnitude=float,model=tiny_sdxl,optimizer=adamw_proj,{settings}/toy" in names
     assert f"outputs/method=ti,model=tiny_sdxl,{settings}/toy" in names
     for run in runs:
-        for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors", "toy.safetensors"):
+        for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors"):
             assert (run / "embeddings" / name).is_file()
+        assert len(list((run / "embeddings").glob("toy-*.safetensors"))) == 1  # toy-<method>: toy-dti, toy-ti
         assert (run / ".hydra" / "config.yaml").is_file() and (run / "validation" / "step_000002.png").is_file()

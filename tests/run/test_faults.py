@@ -46,7 +46,7 @@ def test_a_non_finite_loss_stops_the_run_keeps_the_last_good_checkpoint_and_writ
     assert code == 1 and len(lines) == 1 and lines[0].startswith("error: step 3: the loss is not finite"), err
     run = run_dir(tmp_path)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002.pt"]  # the last good one
-    assert not (run / "embeddings" / "toy.safetensors").exists() and not (run / "done.json").exists()
+    assert not (run / "embeddings" / "toy-dti.safetensors").exists() and not (run / "done.json").exists()
     assert sorted(p.name for p in (run / "embeddings" / "steps").iterdir()) == ["000002"]  # the good step's
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
     logged = [strict_json(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
@@ -63,7 +63,7 @@ def test_torn_and_truncated_files_heal_and_resume_exactly(tmp_path):
     run = run_dir(faulty)
     # a kill after step 4's checkpoint: the latest checkpoint torn, done.json empty, a torn last log line
     (run / "done.json").write_text("")
-    for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors", "toy.safetensors"):
+    for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors", "toy-dti.safetensors"):
         (run / "embeddings" / name).unlink()
     latest = run / "checkpoints" / "step_000006.pt"
     latest.write_bytes(latest.read_bytes()[:100])
@@ -109,7 +109,7 @@ def test_a_full_disk_fails_in_one_line_and_a_rerun_after_freeing_space_completes
         code, _, err = cli(*BASE, run, cwd=tmp_path)
         lines = error_lines(err)
         assert code == 1 and len(lines) == 1 and "[Errno 28]" in lines[0] and str(disk) in lines[0], err[-2000:]
-        assert (disk / "run" / "embeddings" / "toy.safetensors").is_file()  # the training it finished stays
+        assert (disk / "run" / "embeddings" / "toy-dti.safetensors").is_file()  # the training it finished stays
         filler.unlink()
         code, _, err = cli(*BASE, run, cwd=tmp_path)
         assert code == 0, err[-2000:]
@@ -145,7 +145,7 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(previous)
     run = run_dir(tmp_path)
-    for name in ("embeddings/toy.safetensors", "done.json", "checkpoints/step_000002.pt", "train_curves.png"):
+    for name in ("embeddings/toy-dti.safetensors", "done.json", "checkpoints/step_000002.pt", "train_curves.png"):
         assert (run / name).stat().st_mode & 0o777 == mode, name
 
 

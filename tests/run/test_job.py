@@ -18,7 +18,7 @@ def test_several_subjects_share_one_model_load_and_fail_independently(tmp_path, 
     assert len(loads) == 1 and set(result) == {"toy", "ball"}
     for name in ("toy", "ball"):
         assert json.loads((tmp_path / name / "status.json").read_text())["status"] == "done"
-        assert (tmp_path / name / "embeddings" / f"{name}.safetensors").is_file()
+        assert (tmp_path / name / "embeddings" / f"{name}-dti.safetensors").is_file()
     again = job.run(cfg, tmp_path / "all")  # complete: skipped without loading anything
     assert again == {"toy": {"skipped": True}, "ball": {"skipped": True}} and len(loads) == 1
 

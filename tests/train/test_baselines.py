@@ -100,7 +100,7 @@ def test_a_trained_adapter_loads_into_a_stock_pipeline_and_reproduces_the_denois
 
 def test_the_kohya_file_bundles_the_embedding_and_loads_in_diffusers(train_run):
     _, trainer, run = train_run("method=dco_dti", "train.steps=3")
-    (kohya,) = (run / "adapter").glob("toy.safetensors")
+    (kohya,) = (run / "adapter").glob("toy-dco_dti.safetensors")
     state = load_file(kohya)
     assert torch.equal(state["bundle_emb.<toy>.clip_l"], trainer.concept.embeddings()["clip_l"])
     assert torch.equal(state["bundle_emb.<toy>.clip_g"], trainer.concept.embeddings()["clip_g"])

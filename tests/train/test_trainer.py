@@ -18,7 +18,7 @@ def check_outputs(run_dir, n_vectors=1, subject="toy"):
     clip_l, clip_g = load_file(emb / "learned_embeds.safetensors"), load_file(emb / "learned_embeds_2.safetensors")
     assert list(clip_l) == list(clip_g) == [f"<{subject}>"]
     assert clip_l[f"<{subject}>"].shape == (n_vectors, 32) and clip_l[f"<{subject}>"].dtype == torch.float32
-    a1111 = load_file(emb / f"{subject}.safetensors")
+    a1111 = load_file(emb / f"{subject}-dti.safetensors")  # named after the trigger, <subject>-<method>
     assert sorted(a1111) == ["clip_g", "clip_l"]
     assert torch.equal(a1111["clip_l"], clip_l[f"<{subject}>"])
     assert torch.equal(a1111["clip_g"], clip_g[f"<{subject}>"])
@@ -85,10 +85,10 @@ def test_resume_after_interruption_is_bit_identical(train_run, tmp_path, monkeyp
 
 def test_completed_run_is_not_trained_again(train_run, tmp_path):
     done, _, run_dir = train_run()
-    stamp = (run_dir / "embeddings" / "toy.safetensors").stat().st_mtime_ns
+    stamp = (run_dir / "embeddings" / "toy-dti.safetensors").stat().st_mtime_ns
     again, trainer, _ = train_run(run_dir=run_dir)
     assert again == done and trainer.step == 4
-    assert (run_dir / "embeddings" / "toy.safetensors").stat().st_mtime_ns == stamp
+    assert (run_dir / "embeddings" / "toy-dti.safetensors").stat().st_mtime_ns == stamp
 
 
 def test_gradient_accumulation_matches_one_big_batch(train_run, tmp_path):

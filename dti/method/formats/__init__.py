@@ -9,11 +9,12 @@ from dti.method.formats.writing import (
     emb_params_file,
     encoder_keys_file,
     file_metadata,
+    onetrainer_file,
     read_token_file,
     save_embeddings,
     write_kohya_lora,
 )
 
 __all__ = ["ReadEmbedding", "ToolFileWriter", "a1111_pt_file", "add_tokens", "emb_params_file",
-           "encoder_keys_file", "file_metadata", "read_embedding", "read_token_file", "save_embeddings",
-           "write_kohya_lora"]
+           "encoder_keys_file", "file_metadata", "onetrainer_file", "read_embedding", "read_token_file",
+           "save_embeddings", "write_kohya_lora"]

@@ -1,15 +1,8 @@
-"""Embedding files: the learned rows in the formats other tools read.
-
-Always, per encoder: `embeddings/<diffusers_file>` = `{placeholder: [n, d]}` (diffusers `load_textual_inversion`;
-dti reads these back). Then each file the backbone's `tool_files` writers make (the hook: a tuple of the writers
-below, on the backbone):
-- `encoder_keys_file`: `<subject>.safetensors` = `{<encoder key>: [n, d], ...}`, the layout A1111 and ComfyUI read
-  for SDXL (`clip_l`, `clip_g`); the default.
-- `a1111_pt_file`: `<subject>.pt`, the file A1111 writes for SD1.x/2.x (`string_to_param {"*": [n, d]}`); diffusers
-  reads it too (token = its `name`, the placeholder). A1111 triggers on the file name.
-- `emb_params_file`: `<subject>.safetensors` = `{"emb_params": [n, d]}`, the SD1.x/2.x file kohya writes and
-  A1111 and ComfyUI read (diffusers: pass `token=`).
-All float32, each row the final embedding m*·v.
+"""What a run writes: the learned rows as the diffusers file of each encoder, which dti reads back, and the tool
+files of the backbone (`Backbone.tool_files`: a tuple of the writers below), each named after the concept's trigger
+(`<subject>-<method>` unless `trigger` is set): A1111 and ComfyUI use a file's name as the word that calls it, so it
+must not be an ordinary word. The layouts themselves: dti.method.formats.layouts. All float32, each row the final
+embedding m*·v, every file with the same metadata (dti.method.formats.metadata).
 """
 
 from __future__ import annotations
@@ -23,59 +16,64 @@ from safetensors.torch import load_file
 
 from dti.core import io
 from dti.core.errors import NonFiniteError
+from dti.method.formats.layouts import a1111_pt_state, encoder_keys_tensors, onetrainer_tensors, single_rows
 from dti.method.slots import TextEncoderSlot
 
-# A tool file writer: (rows {encoder key: [n, d]}, placeholder, encoders, folder, subject, metadata) -> its path
+# A tool file writer: (rows {encoder key: [n, d]}, placeholder, encoders, folder, trigger, metadata) -> its path
 ToolFileWriter = Callable[[dict, str, list, Path, str, dict], Path]
 
 
-def encoder_keys_file(rows, placeholder, encoders, folder, subject, metadata) -> Path:
-    """`<subject>.safetensors` = {<encoder key>: rows}: A1111 / ComfyUI's SDXL layout."""
-    path = folder / f"{subject}.safetensors"
-    io.save_safetensors(path, {slot.key: rows[slot.key] for slot in encoders}, metadata)
+def _ordered(rows: dict, encoders: list) -> dict:
+    return {slot.key: rows[slot.key] for slot in encoders}
+
+
+def encoder_keys_file(rows, placeholder, encoders, folder, trigger, metadata) -> Path:
+    """`<trigger>.safetensors` = {<encoder key>: rows}: A1111 / ComfyUI / OneTrainer's SDXL layout (clip_l,
+    clip_g); Wan's umt5xxl."""
+    path = folder / f"{trigger}.safetensors"
+    io.save_safetensors(path, encoder_keys_tensors(_ordered(rows, encoders)), metadata)
     return path
 
 
-def _single_encoder_rows(rows: dict, encoders: list, fmt: str) -> torch.Tensor:
-    if len(encoders) != 1:  # SD1.x/2.x formats hold one text encoder's rows
-        raise ValueError(f"the {fmt} format holds one text encoder's rows, not {len(encoders)}")
-    return rows[encoders[0].key].detach().float().cpu().contiguous()
+def onetrainer_file(rows, placeholder, encoders, folder, trigger, metadata) -> Path:
+    """`<trigger>.safetensors` with OneTrainer's keys (SANA: `gemma`)."""
+    path = folder / f"{trigger}.safetensors"
+    io.save_safetensors(path, onetrainer_tensors(_ordered(rows, encoders)), metadata)
+    return path
 
 
-def a1111_pt_file(rows, placeholder, encoders, folder, subject, metadata) -> Path:
-    """`<subject>.pt` as A1111 saves an embedding (`string_to_token` is A1111's constant: the id of "*"). `name` is
-    the placeholder, the token diffusers adds; dti's metadata rides along under "dti" (readers ignore it)."""
+def a1111_pt_file(rows, placeholder, encoders, folder, trigger, metadata) -> Path:
+    """`<trigger>.pt` as A1111 saves an embedding for SD1.x/2.x. `name` is the placeholder, the token diffusers
+    adds (A1111 itself triggers on the file name); the metadata rides along under "dti"."""
     step = metadata.get("dti.step")
-    path = folder / f"{subject}.pt"
-    io.save_torch(path, {
-        "string_to_token": {"*": 265}, "string_to_param": {"*": _single_encoder_rows(rows, encoders, "A1111 .pt")},
-        "name": placeholder, "step": int(step) if step is not None else None,
-        "sd_checkpoint": None, "sd_checkpoint_name": None, "dti": dict(metadata),
-    })
+    path = folder / f"{trigger}.pt"
+    io.save_torch(path, a1111_pt_state(_ordered(rows, encoders), placeholder,
+                                       int(step) if step is not None else None, metadata))
     return path
 
 
-def emb_params_file(rows, placeholder, encoders, folder, subject, metadata) -> Path:
-    """`<subject>.safetensors` = {"emb_params": rows}: kohya's SD1.x/2.x embedding, read by A1111 and ComfyUI."""
-    path = folder / f"{subject}.safetensors"
-    io.save_safetensors(path, {"emb_params": _single_encoder_rows(rows, encoders, "emb_params")}, metadata)
+def emb_params_file(rows, placeholder, encoders, folder, trigger, metadata) -> Path:
+    """`<trigger>.safetensors` = {"emb_params": rows}: kohya's SD1.x/2.x embedding, read by A1111 and ComfyUI."""
+    path = folder / f"{trigger}.safetensors"
+    io.save_safetensors(path, {"emb_params": single_rows(_ordered(rows, encoders), "emb_params")}, metadata)
     return path
 
 
 def save_embeddings(rows: dict[str, torch.Tensor], placeholder: str, encoders: list[TextEncoderSlot], folder: Path,
-                    subject: str, metadata: dict[str, str] | None = None,
+                    trigger: str, metadata: dict[str, str] | None = None,
                     tool_files: tuple[ToolFileWriter, ...] = (encoder_keys_file,)) -> list[Path]:
     """Write `rows` ({encoder key: [n, d]}) as the diffusers file of each encoder and the `tool_files`, each file
     with `metadata`; returns the files written. Rows that are not finite are refused before anything is written."""
     for key, value in rows.items():
         if not torch.isfinite(value).all():
             raise NonFiniteError(f"the learned {key} rows are not finite (NaN or inf): no embedding file written")
+    metadata = {"format": "pt", **(metadata or {})}  # diffusers' convention for a safetensors file of torch tensors
     files = []
     for slot in encoders:
         files.append(Path(folder) / slot.diffusers_file)
         io.save_safetensors(files[-1], {placeholder: rows[slot.key]}, metadata)
     for write in tool_files:
-        files.append(write(rows, placeholder, encoders, Path(folder), subject, dict(metadata or {})))
+        files.append(write(rows, placeholder, encoders, Path(folder), trigger, dict(metadata or {})))
     return files
 
 
@@ -120,3 +118,35 @@ def write_kohya_lora(path: Path, lora: dict[str, torch.Tensor], rows: dict[str, 
     state.update({f"bundle_emb.{name}.{key}": value.contiguous() for key, value in rows.items()})
     io.save_safetensors(path, state, {"format": "pt", "ss_network_module": "networks.lora"})
     return Path(path)
+
+
+def _layout_tensors(layout: str, rows: dict[str, torch.Tensor], encoders: list) -> dict[str, torch.Tensor]:
+    if layout == "sdxl_keys" and [slot.key for slot in encoders] != ["clip_l", "clip_g"]:
+        raise ValueError(f"the sdxl_keys layout holds SDXL's clip_l and clip_g, not {', '.join(rows)}")
+    if layout in ("encoder_keys", "sdxl_keys"):
+        return encoder_keys_tensors(rows)
+    if layout == "onetrainer":
+        return onetrainer_tensors(rows)
+    return {"emb_params": single_rows(rows, "emb_params")}  # kohya_emb_params
+
+
+WRITTEN_LAYOUTS = ("diffusers", "a1111_pt", "sdxl_keys", "encoder_keys", "kohya_emb_params", "onetrainer")
+
+
+def write_embedding(path: Path, layout: str, rows: dict[str, torch.Tensor], token: str,
+                    encoders: list[TextEncoderSlot], metadata: dict[str, str]) -> list[Path]:
+    """`rows` in one layout of WRITTEN_LAYOUTS: diffusers into the folder `path` (each encoder's file), the others
+    as the file `path` (`.pt` for a1111_pt, `.safetensors` otherwise). ValueError for rows the layout cannot hold."""
+    rows, path = _ordered(rows, encoders), Path(path)
+    metadata = {"format": "pt", **metadata, "dti.placeholder": token}  # the token, also where the layout has none
+    if layout == "diffusers":
+        files = [path / slot.diffusers_file for slot in encoders]
+        for slot, file in zip(encoders, files):
+            io.save_safetensors(file, {token: rows[slot.key].detach().float().cpu().contiguous()}, metadata)
+        return files
+    step = metadata.get("dti.step")
+    if layout == "a1111_pt":
+        io.save_torch(path, a1111_pt_state(rows, token, int(step) if step and step.isdigit() else None, metadata))
+    else:
+        io.save_safetensors(path, _layout_tensors(layout, rows, encoders), metadata)
+    return [path]
