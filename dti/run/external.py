@@ -19,14 +19,15 @@ SOURCE_FILE = "source.json"  # in the run directory of an external embedding
 
 
 def import_external(external: ExternalEmbedding, backbone: Backbone, concept: Concept, directory: Path,
-                    subject: str) -> list[Path]:
+                    trigger: str) -> list[Path]:
     """The external rows as the run's `embeddings/` (every format a trained run writes, under the concept's
-    placeholder) and `source.json`."""
+    placeholder; the tool files named `trigger`) and `source.json`. The files keep the source's metadata, with
+    where it came from."""
     sha = content_sha256(external.path)
-    metadata = {**backbone.embedding_metadata(), "dti.source": str(external.path.resolve()),
+    metadata = {**external.metadata, **backbone.embedding_metadata(), "dti.source": str(external.path.resolve()),
                 "dti.source_sha256": sha}
     files = save_embeddings(external.rows, concept.placeholder, backbone.encoders, Path(directory) / "embeddings",
-                            subject, metadata, backbone.tool_files)
+                            trigger, metadata, backbone.tool_files)
     io.write_json(Path(directory) / SOURCE_FILE, {
         "path": str(external.path.resolve()), "sha256": sha, "format": external.format, "token": external.token,
         "label": external.label(), "num_vectors": external.num_vectors, "metadata": external.metadata,

@@ -119,13 +119,13 @@ def test_an_external_embedding_scores_as_the_same_rows_trained_in_project(tmp_pa
     trained = tmp_path / "outputs" / "trained" / "toy"
     job.run(compose_cfg([*FAST, *score, "train.steps=1", "stage=[train,sample,evaluate]"]), trained)
     embeddings = trained / "embeddings"  # its SDXL file for other tools ({clip_l, clip_g}), as a user would pass it
-    code, _, err = cli(*score, "stage=[sample,evaluate]", f"embeddings='{embeddings / 'toy.safetensors'}'",
+    code, _, err = cli(*score, "stage=[sample,evaluate]", f"embeddings='{embeddings / 'toy-dti.safetensors'}'",
                        cwd=tmp_path)
     assert code == 0, err[-2000:]
     external = [p.parent for p in (tmp_path / "outputs").glob("embeddings=*/toy/source.json")]
-    assert len(external) == 1 and external[0].parent.name.startswith("embeddings=toy~")
+    assert len(external) == 1 and external[0].parent.name.startswith("embeddings=toy-dti~")
     source = json.loads((external[0] / "source.json").read_text())
-    assert source["label"] == "DTI" and source["num_vectors"] == 1  # the trained file says what made it
+    assert source["label"] == "dti" and source["num_vectors"] == 1  # the trained file says what made it
     assert source["format"] == "sdxl_keys"
     ours, theirs = (json.loads((run / "samples" / "prompts" / "metrics.json").read_text())
                     for run in (trained, external[0]))
@@ -145,8 +145,8 @@ def test_an_external_embedding_scores_as_the_same_rows_trained_in_project(tmp_pa
     assert theirs["config"]["sampler"] == ours["config"]["sampler"]
     write_report(tmp_path / "outputs")
     report = (tmp_path / "outputs" / "report.md").read_text()
-    external_rows = [line for line in report.splitlines() if "`external [embeddings=toy~" in line]
-    assert len(external_rows) == 1 and external_rows[0].startswith("| DTI | ")
+    external_rows = [line for line in report.splitlines() if "`external [embeddings=toy-dti~" in line]
+    assert len(external_rows) == 1 and external_rows[0].startswith("| dti | ")
     assert any(line.startswith("| DTI | `dti") for line in report.splitlines())  # the in-project row beside it
 
 
