@@ -28,12 +28,13 @@ class ConceptTable(nn.Module):
     (plain TI) `weight` is the embedding itself. `prior` is μ, the normalised initializer embedding of each row.
     """
 
-    def __init__(self, init: torch.Tensor, magnitude: torch.Tensor | None):
+    def __init__(self, init: torch.Tensor, magnitude: torch.Tensor | None, prior: torch.Tensor | None = None):
         super().__init__()
         init = init.detach().float()
         self.fixed_norm = magnitude is not None
         self.weight = nn.Parameter(F.normalize(init, dim=-1) if self.fixed_norm else init.clone())
-        self.register_buffer("prior", F.normalize(init, dim=-1))
+        # μ: the initializer's direction; the rows start there too unless they start from a file (`prior` given)
+        self.register_buffer("prior", F.normalize((init if prior is None else prior).detach().float(), dim=-1))
         self.register_buffer("magnitude", magnitude.float() if magnitude is not None else init.norm(dim=-1))
         self.register_buffer("initial", self.embeddings().detach().clone())  # E₀, for an anchor penalty
 
@@ -185,12 +186,16 @@ class Concept:
 def add_concept(
     encoders: list[TextEncoderSlot], placeholder: str, initializer: str, magnitude: Magnitude,
     num_vectors: int | None = None, stand_in: str | None = None, init: str = "word",
+    start: dict[str, torch.Tensor] | None = None,
 ) -> Concept:
     """Add `placeholder` to every tokenizer of a backbone's `encoders` and wrap each lookup with a new table.
 
     `stand_in`: add this token instead, under the concept's own name (`placeholder`) for everything it writes;
     packed training uses it when two concepts of one batch share a placeholder (e.g. two kappas of one subject).
     `init`: where the rows start (dti.method.method): the word's vocabulary rows, or CrossInit's encoder output.
+    `start`: rows to start from instead ({encoder key: [n, d]}, `concept.init_from`): their count is the concept's;
+    a fixed magnitude keeps their direction at the m* it gives without them, no magnitude keeps them as they are.
+    The initializer's rows stay the prior μ either way.
     """
     if num_vectors is not None and (not isinstance(num_vectors, int) or isinstance(num_vectors, bool)
                                     or num_vectors < 1):
@@ -203,8 +208,13 @@ def add_concept(
         if not ids:
             raise InputError("initializer", initializer, f"tokenizes to nothing with the {slot.key} tokenizer")
         init_ids[slot.key] = ids
-    # One count for all encoders (the placeholder string is shared); the first tokenizer decides.
+    # One count for all encoders (the placeholder string is shared): the start rows', else the first tokenizer's.
     n = num_vectors or len(init_ids[encoders[0].key])
+    if start is not None:
+        n = next(iter(start.values())).shape[0]
+        if num_vectors is not None and num_vectors != n:
+            raise InputError("num_vectors", num_vectors, f"but concept.init_from holds {n} vector(s): drop "
+                             "num_vectors (the file decides) or start from another file")
     def names(token: str) -> list[str]:
         return [token] + [f"{token}_{i}" for i in range(1, n)]
 
@@ -212,7 +222,7 @@ def add_concept(
     tables, originals = {}, []
     try:
         _add_to_encoders(encoders, stand_in or placeholder, added, n, init_ids, magnitude, tables, originals,
-                         initializer if init == "encoder_output" else None)
+                         initializer if init == "encoder_output" else None, start)
     except BaseException:
         Concept(placeholder, tokens, tables, initializer, added, originals).remove()  # leave the backbone as is
         raise
@@ -220,7 +230,7 @@ def add_concept(
 
 
 def _add_to_encoders(encoders, placeholder, tokens, n, init_ids, magnitude, tables, originals,
-                     encode_word: str | None) -> None:
+                     encode_word: str | None, start: dict | None = None) -> None:
     for slot in encoders:
         # extra vectors start from the last initializer token; a forced smaller count keeps the first ones
         ids = (init_ids[slot.key] + [init_ids[slot.key][-1]] * n)[:n]
@@ -248,6 +258,10 @@ def _add_to_encoders(encoders, placeholder, tokens, n, init_ids, magnitude, tabl
         m = magnitude(vocab, init, slot.tokenizer.all_special_ids)
         if m is not None:
             _check_in_distribution(slot.key, m, vocab)
-        table = ConceptTable(init, m).to(frozen.weight.device)
+        if start is None:
+            table = ConceptTable(init, m)
+        else:  # m* as without the file (from the initializer), the file's rows, the word's direction as μ
+            table = ConceptTable(start[slot.key].to(frozen.weight.device), m, prior=init)
+        table = table.to(frozen.weight.device)
         slot.set_input_embeddings(ConceptEmbedding(frozen, first_id, table))
         tables[slot.key] = table

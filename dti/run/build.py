@@ -19,6 +19,7 @@ from dti.evaluate.prompts import PromptSet
 from dti.evaluate.sampler import SamplerSettings
 from dti.evaluate.scorers import Evaluator
 from dti.method.concept import Concept, ConceptEmbedding, add_concept, check_fits
+from dti.method.external import ExternalEmbedding, read_external
 from dti.method.formats.metadata import RunFacts
 from dti.method.magnitude import Magnitude
 from dti.method.method import ConceptMethod
@@ -185,12 +186,41 @@ def build_concept(cfg: DictConfig, subject: Subject, backbone: Backbone | None =
     backbone = backbone or build_backbone(cfg)
     method = build_method(cfg)
     initializer = method.initializer_prefix + subject.initializer
+    start = build_start_rows(cfg, backbone)
+    external = build_external_embedding(cfg, backbone)
+    num_vectors = external.num_vectors if external is not None else cfg.num_vectors
     concept = add_concept(backbone.encoders, concept_placeholder(cfg, subject), initializer,
-                          build_magnitude(cfg), cfg.num_vectors, stand_in, method.init)
+                          build_magnitude(cfg), num_vectors, stand_in, method.init, start)
     for key, table in concept.tables.items():
-        log.info("%s: tokens %s from initializer %r (%s), |e| %s", key, concept.tokens, initializer, method.init,
+        source = f"initializer {initializer!r} ({method.init})" if start is None else \
+            f"concept.init_from={cfg.concept.init_from} (prior: initializer {initializer!r})"
+        log.info("%s: tokens %s from %s, |e| %s", key, concept.tokens, source,
                  [round(x, 4) for x in table.embeddings().norm(dim=-1).tolist()])
     return backbone, concept
+
+
+def build_start_rows(cfg: DictConfig, backbone: Backbone) -> dict | None:
+    """`concept.init_from`'s rows matched to the backbone's encoders, or None (the rows start from the word)."""
+    path = cfg.concept.init_from
+    return None if path is None else read_external("concept.init_from", path, backbone.encoders).rows
+
+
+def build_external_embedding(cfg: DictConfig, backbone: Backbone) -> ExternalEmbedding | None:
+    """`embeddings=`: the file a run samples and scores instead of trained rows, matched to the encoders."""
+    path = cfg.get("embeddings")
+    return None if path is None else read_external("embeddings", path, backbone.encoders)
+
+
+def check_embedding_files(cfg: DictConfig, backbone: Backbone, stages: list[str]) -> None:
+    """The embedding files of this run fit the loaded backbone's encoders and the vector count, before any stage
+    writes (for every subject of the job at once)."""
+    files = {"concept.init_from": cfg.concept.init_from if "train" in stages else None,
+             "embeddings": cfg.get("embeddings") if "sample" in stages else None}
+    for field, path in files.items():
+        count = None if path is None else read_external(field, path, backbone.encoders).num_vectors
+        if count is not None and cfg.num_vectors is not None and cfg.num_vectors != count:
+            raise InputError("num_vectors", cfg.num_vectors, f"but {field} holds {count} vector(s): drop "
+                             "num_vectors (the file decides)")
 
 
 def build_method(cfg: DictConfig) -> ConceptMethod:

@@ -4,12 +4,14 @@ Every key of the composed config is classified once, below: CONCEPT_KEYS define 
 (OTHER_KEYS: how a run executes, logs, validates, samples and scores) do not. A test checks that every key of
 every config is in exactly one of the two.
 - The run directory's name is the command line's overrides of CONCEPT_KEYS (`outputs/<name>/<subject>`); values
-  that are paths (they contain "/") stay out of names.
+  that are paths (they contain "/") stay out of names, except those of FILE_KEYS (embedding files), which are
+  named by their stem and the start of their content's sha256 (`embeddings=civitai_dog~1a2b3c4d`).
 - The fingerprint recorded in every checkpoint and in done.json is the resolved value of every concept key (paths
-  included; `train.steps` excepted, so a run may be extended), the subject's images and its initializer word,
-  and its captions and loss masks when it has them (by content: `data.captions` and `data.masks` name where they
-  come from, the fingerprint records what they are): a resume or a "complete" run made from anything else is
-  refused instead of silently reused.
+  included; `train.steps` excepted, so a run may be extended; FILE_KEYS by their content's sha256, so a moved
+  file is the same input and an edited one another), the subject's images and its initializer word, and its
+  captions and loss masks when it has them (by content: `data.captions` and `data.masks` name where they come
+  from, the fingerprint records what they are): a resume or a "complete" run made from anything else is refused
+  instead of silently reused.
 - Samples are identified by the settings each image depends on and the embeddings' checksum (`sampler.json`),
   scores by the evaluator settings (`metrics.json`). `status.json` says how the last attempt ended.
 """
@@ -27,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from dti.backbones.images import image_key
 from dti.core import io
 from dti.core.io import read_json
+from dti.method.external import content_sha256, name_part
 from dti.train.data import Subject
 
 # a key, or a prefix with ".*" for every key below it; group choices (`method=ti`) are keys too
@@ -42,7 +45,9 @@ CONCEPT_KEYS = (
     "model.instruction_stages", "model.zero_pad_scale", "model.zero_pad_max", "model.train_shift",
     "model.pooling", "model.encoder_key", "model.single_file_config",
     "data.initializer", "data.words", "data.num_images", "data.captions", "data.masks",
+    "concept", "concept.init_from", "embeddings",
 )
+FILE_KEYS = ("concept.init_from", "embeddings")  # embedding files: identified by their contents
 OTHER_KEYS = (
     "stage", "label", "sweep_name", "pack", "wait_for_lock", "method.label",
     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.resume", "train.validation.*",
@@ -86,7 +91,10 @@ def run_name(overrides) -> str:
     kept = {}
     for override in overrides:  # a key given twice counts once, with its last value (as Hydra applies it)
         key, _, value = str(override).partition("=")
-        if is_concept_key(key) and "/" not in value:
+        if key.lstrip("+~") in FILE_KEYS and value not in ("", "null"):
+            quoted = len(value) > 1 and value[0] == value[-1] and value[0] in "'\""  # a path with = or , in it
+            kept[key] = f"{key}={name_part(value[1:-1] if quoted else value)}"
+        elif is_concept_key(key) and "/" not in value:
             if len(value) > MAX_VALUE:
                 value = f"{value[:24]}~{hashlib.sha1(value.encode()).hexdigest()[:8]}"
             kept[key] = f"{key}={value}"
@@ -98,6 +106,11 @@ def run_name(overrides) -> str:
 def concept_settings(cfg: DictConfig) -> dict:
     """The resolved values of the concept keys (what the fingerprint records)."""
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    for key in FILE_KEYS:  # unset, they are left out: runs made before these keys existed keep their fingerprint
+        if flat.get(key) is None:
+            flat.pop(key, None)
+        else:
+            flat[key] = f"sha256:{content_sha256(flat[key])}"
     return {k: v for k, v in sorted(flat.items()) if _matches(k, CONCEPT_KEYS) and k not in NOT_IN_FINGERPRINT}
 
 

@@ -32,13 +32,16 @@ from dti.run.build import (
     build_backbone,
     build_concept,
     build_evaluator,
+    build_external_embedding,
     build_logger,
     build_prompt_set,
     build_sampler_settings,
     build_subjects,
     build_trainer,
+    check_embedding_files,
     check_resolutions,
 )
+from dti.run.external import import_external, scored_config
 from dti.run.identity import fingerprint, is_complete, read_json, write_status
 from dti.run.locks import LOCK_FILE, hold
 from dti.run.packing import PackItem, train_packs, trained_in
@@ -107,10 +110,12 @@ class Job:
             directory = subject_dir(self.run_dir, subject.name, self.many)
             _, targets, _ = self.sampling_plan(subject)
             if not train:
-                check_trained(directory, self.stages, targets)
+                check_trained(directory, self.stages, targets, external=self.cfg.embeddings is not None)
             if not directory.exists():
                 created.append(directory)
-            locks.enter_context(hold(directory, exclusive=train, wait=wait))
+            # an external embedding's run writes its rows into the directory when it samples
+            writes = train or (self.cfg.embeddings is not None and "sample" in self.stages)
+            locks.enter_context(hold(directory, exclusive=writes, wait=wait))
             for tag, _ in targets:
                 locks.enter_context(hold(directory / "samples" / tag, exclusive=True, wait=wait))
         (self.run_dir / "status.json").unlink(missing_ok=True)  # a previous attempt's verdict: this one writes its own
@@ -185,6 +190,7 @@ class Job:
         if self.backbone is None:
             self.backbone = build_backbone(self.cfg, self.context.backbones)
             check_resolutions(self.cfg, self.backbone, self.stages)
+            check_embedding_files(self.cfg, self.backbone, self.stages)
 
     def run_subject(self, subject, directory: Path, prompt_set, targets) -> dict:
         started, cfg, stages, result = time.perf_counter(), self.cfg, self.stages, {}
@@ -201,6 +207,9 @@ class Job:
                     trainer.settings.resume = "auto"  # trained just now, packed: never clear that again
                 trainer.resume()
                 result["train"] = trainer.fit()
+            if cfg.embeddings is not None and "sample" in stages:  # sampled below as a trained run's would be
+                import_external(build_external_embedding(cfg, self.backbone), self.backbone, concept, directory,
+                                cfg.trigger or subject.name)
             for tag, step in targets:  # the final embeddings, or each saved step's (sampler.steps)
                 self.sample_and_score(subject, directory, prompt_set, tag, step, concept, adapter, logger, result)
             failed = False
@@ -234,9 +243,8 @@ class Job:
         if "evaluate" in stages:
             self.evaluator = self.evaluator or build_evaluator(self.cfg)
             metrics = self.evaluator.evaluate(directory / "samples" / tag, subject.images, subject.name,
-                                              directory / "eval_cache",
-                                              config=OmegaConf.to_container(self.cfg, resolve=True), step=step,
-                                              reference_names=subject.image_names)
+                                              directory / "eval_cache", config=scored_config(self.cfg, directory),
+                                              step=step, reference_names=subject.image_names)
             logger.log_evaluation(metrics, directory / "samples" / tag)
             result["metrics" + key] = {k: metrics[k] for k in ("image_sim", "text_sim", "text_sim_official",
                                                                "num_images")}
@@ -250,10 +258,10 @@ def warn_small_images(subjects, resolution: int) -> None:
                         subject.name, len(small), resolution, ", ".join(small[:4]))
 
 
-def check_trained(directory: Path, stages: list[str], targets: list) -> None:
-    """Sampling or scoring without the train stage needs a trained run there, with the saved steps asked for
-    (and scoring, its samples)."""
-    if "sample" in stages and read_json(directory / "done.json") is None:
+def check_trained(directory: Path, stages: list[str], targets: list, external: bool = False) -> None:
+    """Sampling or scoring without the train stage needs a trained run there (or `external` rows, which the
+    sample stage imports), with the saved steps asked for (and scoring, its samples)."""
+    if "sample" in stages and not external and read_json(directory / "done.json") is None:
         raise InputError("stage", stages, f"no trained run at {directory} (no done.json); include the train stage")
     for tag, step in targets:
         if "sample" in stages and step is not None and not step_folder(directory, step).is_dir():

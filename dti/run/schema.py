@@ -31,6 +31,16 @@ class MethodInfo:
 
 
 @dataclass
+class ConceptSettings:
+    """The `concept:` node: where the concept's rows start, when not from the initializer word."""
+
+    # an embedding file (diffusers, A1111, kohya, or a dti run's embeddings/ folder or run directory) to start
+    # training from: a fixed-norm method keeps its direction at the method's own m*, TI keeps the rows as they
+    # are; the number of vectors is the file's; the initializer word still anchors the vMF prior
+    init_from: str | None = None
+
+
+@dataclass
 class LaunchConfig:
     stage: Any = field(default_factory=lambda: ["train", "sample", "evaluate"])  # one stage, or a list of them
     seed: int = 42
@@ -38,12 +48,14 @@ class LaunchConfig:
     placeholder: str | None = None
     trigger: str | None = None  # the tool files' name (A1111 / ComfyUI's word); None: <subject>-<method name>
     num_vectors: int | None = None
-    label: str | None = None  # the run's row in reports; None: the method's label
+    label: str | None = None  # the run's row in reports; None: the method's label (embeddings=: the file's)
+    embeddings: str | None = None  # sample and score this embedding file instead of a trained one (no train stage)
     recipe: str = "official"
     sweep_name: str = "default"
     pack: int = 1  # concepts per batch (dti.run.packing): a job's subjects, or the concepts of a sweep's jobs
     wait_for_lock: bool = False  # another process holds the run directory: wait for it instead of stopping
     method: MethodInfo = field(default_factory=MethodInfo)
+    concept: ConceptSettings = field(default_factory=ConceptSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     adapter: AdapterSettings = field(default_factory=AdapterSettings)

@@ -21,6 +21,7 @@ from dti.core import checks
 from dti.core.errors import InputError
 from dti.core.runtime import resolve_device, resolve_dtype
 from dti.evaluate.scorers import check_settings as check_evaluator_settings
+from dti.method.external import check_readable
 from dti.offline.random_weights import MODELS as RANDOM_MODELS
 from dti.run.build import (
     _instantiate,
@@ -105,6 +106,28 @@ def check_concept(cfg: DictConfig) -> None:
         checks.integer("num_vectors", cfg.num_vectors, minimum=1, maximum=MAX_VECTORS)
 
 
+def check_embedding_inputs(cfg: DictConfig, stages: list[str]) -> None:
+    """`embeddings=` (score a file made elsewhere) and `concept.init_from` (train from one): the files are there,
+    and the settings around them do not ask for something they cannot do. Whether the rows fit the model's
+    encoders is checked once the model is loaded, before any stage runs (dti.run.build.check_embedding_files)."""
+    external, init_from = cfg.get("embeddings"), cfg.concept.init_from
+    if external is not None:
+        if "train" in stages:
+            raise InputError("embeddings", external, "is sampled and scored as it is, not trained: use "
+                             "stage=[sample,evaluate], or concept.init_from to train from it")
+        if init_from is not None:
+            raise InputError("concept.init_from", init_from, "only applies to training; embeddings= runs none")
+        if build_sampler_settings(cfg).steps != "final":
+            raise InputError("sampler.steps", cfg.sampler.steps, "an external embedding has no saved steps: "
+                             "use sampler.steps=final")
+        check_readable("embeddings", external)
+    if init_from is not None:
+        if cfg.method.init != "word":
+            raise InputError("concept.init_from", init_from, f"and method.init={cfg.method.init} both say where "
+                             "the rows start: use one of them")
+        check_readable("concept.init_from", init_from)
+
+
 def check_optimizer(cfg: DictConfig) -> None:
     """The optimizer built on a stand-in parameter: its own checks of lr, kappa, betas, eps, weight decay."""
     factory = build_optimizer_factory(cfg)
@@ -163,6 +186,7 @@ def validate_config(cfg: DictConfig) -> list[str]:
     checks.integer("seed", cfg.seed, minimum=0, maximum=2**63 - 1)
     checks.integer("pack", cfg.pack, minimum=1, maximum=1024)
     check_concept(cfg)
+    check_embedding_inputs(cfg, stages)
     build_magnitude(cfg)
     if "train" in stages:
         check_training(cfg)

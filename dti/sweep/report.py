@@ -1,13 +1,14 @@
 """Tables from a sweep: `python -m dti.report multirun/<sweep>` (also run by Hydra at the end of every -m sweep).
 
 Reads every `samples/<tag>/metrics.json` below the folder. A row is a method with what else tells its runs apart:
-its key is the method (`method.name`) and, in brackets, the job's other run-name overrides (beyond method, model
-and experiment) and the sampler's rescale, e.g. `dti [+words=qwen_vl]` or `ti [rescale=mean]`; a column is a
-backbone x {image, text}. A cell is the mean over subjects of each subject's mean, with the number of subjects
-and seeds behind it, and the paper's value beside it (conf/paper/*.yaml, matched by key) with the difference.
-Missing cells are shown as missing, never as 0. `text` is `text_sim_official` (sigmoid of SigLIP's logit), the
-variant the paper's numbers use. Writes report.md, report.csv and report.png (image vs text similarity, ours and
-the paper's) into the folder.
+its key is the method (`method.name`; `external` for an embedding made elsewhere, `embeddings=FILE`, named by
+the label its run recorded: `label=`, or the file's own) and, in brackets, the job's other run-name overrides
+(beyond method, model and experiment) and the sampler's rescale, e.g. `dti [+words=qwen_vl]` or
+`ti [rescale=mean]`; a column is a backbone x {image, text}. A cell is the mean over subjects of each subject's
+mean, with the number of subjects and seeds behind it, and the paper's value beside it (conf/paper/*.yaml,
+matched by key) with the difference. Missing cells are shown as missing, never as 0. `text` is
+`text_sim_official` (sigmoid of SigLIP's logit), the variant the paper's numbers use. Writes report.md,
+report.csv and report.png (image vs text similarity, ours and the paper's) into the folder.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def row_key(config: dict, job_name: str, shared: frozenset = frozenset()) -> str
     out."""
     method = config.get("method")
     name = method.get("name") if isinstance(method, dict) else (method or "?")
+    if config.get("embeddings"):  # an embedding made elsewhere: no method of ours made it (the file is the extra)
+        name = "external"
     extras = [p for p in split_name(job_name) if not p.startswith(NOT_ROW_PARTS) and p not in shared]
     rescale = str((config.get("sampler") or {}).get("rescale", "none"))
     if rescale != "none":
