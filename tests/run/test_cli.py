@@ -1,12 +1,12 @@
-"""launch.py as a user runs it (a subprocess): the demo end to end, with its summary, and a sweep of every
-optimizer and magnitude. Bad input is tests/run/test_bad_input.py."""
+"""launch.py as a user runs it: the demo end to end (a subprocess), with its summary, a sweep of every optimizer
+and magnitude kind, and the help page. Bad input is tests/run/test_bad_input.py."""
 
 import json
 import re
 import time
 
 import pytest
-from helpers import launch
+from helpers import cli, launch
 
 
 @pytest.mark.slow
@@ -37,15 +37,15 @@ def test_demo_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_launch_sweeps_every_optimizer_and_magnitude(tmp_path):
-    """launch.py -m over optimizers x magnitude kinds (one process, Hydra's basic launcher), and plain TI; min and
-    max are mean's statistic switched (every pair composes: tests/run/test_configs.py)."""
+    """launch.py's main -m over optimizers x magnitude kinds (in this process: the subprocess path is the demo's),
+    and plain TI; min and max are mean's statistic switched (every pair composes: tests/run/test_configs.py)."""
     tiny = ["model=tiny_sdxl", "data=synthetic", "stage=[train]", "train.steps=2", "train.batch_size=1",
             "train.log_every=1", "train.validation.every=0", "train.validation.seeds=[0]",
             "train.validation.num_inference_steps=1"]
-    sweep = launch("-m", *tiny, "optimizer=rsgd,adamw_proj", "magnitude=mean,float,init", cwd=tmp_path)
-    assert sweep.returncode == 0, sweep.stderr[-3000:]
-    ti = launch(*tiny, "method=ti", cwd=tmp_path)
-    assert ti.returncode == 0, ti.stderr[-3000:]
+    code, _, err = cli("-m", *tiny, "optimizer=rsgd,adamw_proj", "magnitude=mean,float,init", cwd=tmp_path)
+    assert code == 0, err[-3000:]
+    code, _, err = cli(*tiny, "method=ti", cwd=tmp_path)
+    assert code == 0, err[-3000:]
     runs = sorted(p.parent for p in tmp_path.rglob("done.json"))
     assert len(runs) == 7
     names = {str(r.relative_to(tmp_path)) for r in runs}
@@ -62,14 +62,14 @@ def test_launch_sweeps_every_optimizer_and_magnitude(tmp_path):
 def test_help_lists_every_group_with_its_options_and_the_manual_exists(tmp_path):
     from helpers import CONF
 
-    result = launch("--help", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line and "=" not in line)
+    code, out, err = cli("--help", cwd=tmp_path)
+    assert code == 0, err[-2000:]
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line and "=" not in line)
     for group in (p for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__")):
         options = sorted(f.stem for f in group.glob("*.yaml"))
         if options:  # a folder of folders (recipes/) lists each folder as its own group
             assert lines.get(group.name) == ", ".join(options), group.name
     # every page the help and the README point to is there
     root = CONF.parent
-    for page in set(re.findall(r"docs/[\w-]+\.md", result.stdout + (root / "README.md").read_text())):
+    for page in set(re.findall(r"docs/[\w-]+\.md", out + (root / "README.md").read_text())):
         assert (root / page).is_file(), page

@@ -14,7 +14,7 @@ def test_joblib_sweep_injected_failure_skip_done_and_report(tmp_path):
     images = tmp_path / "images"
     sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=tiny_sdxl", "data=synthetic",
              f"data.cache_dir={images}", "data.subject=toy,ball", "kappa=0,1e-4",
-             "prompts=file", f"prompts.path={prompts}", "evaluator=tiny", "sampler.seeds=[0,1]", "train.steps=2",
+             "prompts=file", f"prompts.path={prompts}", "evaluator=tiny", "sampler.seeds=[0]", "train.steps=2",
              "train.batch_size=1", "train.validation.enabled=false", "sweep_name=grid"]
     # inject a failure: one of ball's photos is corrupt, so its 2 jobs fail and the toy jobs go on
     from dti.offline.synthetic import synthetic_subject
