@@ -209,7 +209,7 @@ class Job:
                 result["train"] = trainer.fit()
             if cfg.embeddings is not None and "sample" in stages:  # sampled below as a trained run's would be
                 import_external(build_external_embedding(cfg, self.backbone), self.backbone, concept, directory,
-                                cfg.trigger or subject.name)
+                                cfg.trigger or f"{subject.name}-external")
             for tag, step in targets:  # the final embeddings, or each saved step's (sampler.steps)
                 self.sample_and_score(subject, directory, prompt_set, tag, step, concept, adapter, logger, result)
             failed = False

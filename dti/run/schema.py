@@ -46,7 +46,8 @@ class LaunchConfig:
     seed: int = 42
     kappa: float = 1.0e-4
     placeholder: str | None = None
-    trigger: str | None = None  # the tool files' name (A1111 / ComfyUI's word); None: <subject>-<method name>
+    trigger: str | None = None  # the tool files' name (A1111 / ComfyUI's word); None: <subject>-<method name>, or
+    # <subject>-external for embeddings=FILE
     num_vectors: int | None = None
     label: str | None = None  # the run's row in reports; None: the method's label (embeddings=: the file's)
     embeddings: str | None = None  # sample and score this embedding file instead of a trained one (no train stage)

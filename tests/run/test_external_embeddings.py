@@ -127,6 +127,8 @@ def test_an_external_embedding_scores_as_the_same_rows_trained_in_project(tmp_pa
     source = json.loads((external[0] / "source.json").read_text())
     assert source["label"] == "dti" and source["num_vectors"] == 1  # the trained file says what made it
     assert source["format"] == "sdxl_keys"
+    # its file for other tools is named after the default trigger of an external embedding, not of a method
+    assert (external[0] / "embeddings" / "toy-external.safetensors").is_file()
     ours, theirs = (json.loads((run / "samples" / "prompts" / "metrics.json").read_text())
                     for run in (trained, external[0]))
     assert theirs["num_images"] == ours["num_images"] == 2
