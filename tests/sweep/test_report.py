@@ -26,6 +26,8 @@ def test_paper_numbers_are_data_keyed_by_method():
 def test_row_keys_name_the_method_and_what_else_tells_runs_apart():
     config = {"method": {"name": "dti", "label": "DTI"}, "sampler": {"rescale": "none"}}
     assert row_key(config, "method=dti,model=sdxl") == "dti"
+    assert row_key(config, "kappa=0,model=tiny_sdxl") == "dti [kappa=0]"  # a swept value is another row
+    assert row_key(config, "kappa=0.0001,model=tiny_sdxl") == "dti [kappa=0.0001]"
     assert row_key(config, "+experiment=table6,+words=qwen_vl,method=dti,model=sdxl") == "dti [+words=qwen_vl]"
     assert row_key({**config, "sampler": {"rescale": "mean"}}, "method=ti,model=sdxl") == "dti [rescale=mean]"
     assert row_key(config, "model.instruction_stages=[train,sample],model=sana_1.6b") == \

@@ -13,41 +13,39 @@ def test_joblib_sweep_injected_failure_skip_done_and_report(tmp_path):
     prompts.write_text("a photo of a {}\na {} on the beach\n")
     images = tmp_path / "images"
     sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=tiny_sdxl", "data=synthetic",
-             f"data.cache_dir={images}", "data.subject=toy,ball", "kappa=0,1e-4",
-             "prompts=file", f"prompts.path={prompts}", "evaluator=tiny", "sampler.seeds=[0]", "train.steps=2",
-             "train.batch_size=1", "train.validation.enabled=false", "sweep_name=grid"]
-    # inject a failure: one of ball's photos is corrupt, so its 2 jobs fail and the toy jobs go on
+             f"data.cache_dir={images}", "data.subject=toy,ball", "kappa=1e-4", "prompts=file",
+             f"prompts.path={prompts}", "evaluator=tiny", "sampler.seeds=[0]", "train.steps=2", "train.batch_size=1",
+             "train.validation.enabled=false", "sweep_name=grid"]
+    # inject a failure: one of ball's photos is corrupt, so its job fails and the toy job goes on in the other worker
     from dti.offline.synthetic import synthetic_subject
     synthetic_subject(subject="ball", subjects={"ball": {"class_word": "ball"}}, cache_dir=str(images))
     corrupt = images / "synthetic_ball_4" / "02.png"
     corrupt.write_bytes(b"\x89PNG broken")
     first = launch(*sweep, cwd=tmp_path)
-    assert first.returncode != 0 and "2 job(s) failed" in first.stderr, first.stderr[-3000:]
+    assert first.returncode != 0 and "1 job(s) failed" in first.stderr, first.stderr[-3000:]
     root = tmp_path / "multirun" / "grid"
     status = {p.parent.relative_to(root).as_posix(): json.loads(p.read_text())["status"]
               for p in root.rglob("status.json")}
-    assert sorted(status.values()) == ["done"] * 2 + ["failed"] * 2
-    assert all(v == "failed" for k, v in status.items() if k.endswith("/ball"))
+    assert sorted(status.values()) == ["done", "failed"]
+    assert [v for k, v in status.items() if k.endswith("/ball")] == ["failed"]
     toy_metrics = {p: p.stat().st_mtime_ns for p in root.rglob("toy/samples/two/metrics.json")}
-    assert len(toy_metrics) == 2
+    assert len(toy_metrics) == 1
 
-    corrupt.unlink()  # repaired (regenerated on the next run): the same command redoes only the failed jobs
+    corrupt.unlink()  # repaired (regenerated on the next run): the same command redoes only the failed job
     second = launch(*sweep, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in toy_metrics} == toy_metrics
-    assert len(list(root.rglob("samples/two/metrics.json"))) == 4
+    assert len(list(root.rglob("samples/two/metrics.json"))) == 2
 
-
-    # the report: one row per kappa (DTI with kappa=0 is another row than DTI), mean over the two subjects,
-    # and no paper values for tiny_sdxl
+    # the report: one row (the sweep's common settings do not name it), the mean over the two subjects, and no
+    # paper values for tiny_sdxl; row keys of swept values are tests/sweep/test_report.py's
     rows = {r["key"]: r for r in csv.DictReader((root / "report.csv").open())}
-    assert sorted(rows) == ["dti [kappa=0.0001]", "dti [kappa=0]"] and (root / "report.png").is_file()
-    label = "dti [kappa=0.0001]"
-    assert rows[label]["method"] == "DTI [kappa=0.0001]"  # the method's label, the backbone is the column
-    runs = [json.loads(p.read_text()) for p in root.glob("kappa=0.0001,*/*/samples/two/metrics.json")]
+    assert sorted(rows) == ["dti"] and (root / "report.png").is_file()
+    assert rows["dti"]["method"] == "DTI"  # the method's label, the backbone is the column
+    runs = [json.loads(p.read_text()) for p in root.glob("*/*/samples/two/metrics.json")]
     assert len(runs) == 2
-    assert float(rows[label]["tiny_sdxl/image"]) == pytest.approx(sum(r["image_sim"] for r in runs) / 2)
-    assert float(rows[label]["tiny_sdxl/text"]) == pytest.approx(sum(r["text_sim_official"] for r in runs) / 2)
-    assert rows[label]["tiny_sdxl/subjects"] == "2" and rows[label]["tiny_sdxl/image_paper"] == ""
+    assert float(rows["dti"]["tiny_sdxl/image"]) == pytest.approx(sum(r["image_sim"] for r in runs) / 2)
+    assert float(rows["dti"]["tiny_sdxl/text"]) == pytest.approx(sum(r["text_sim_official"] for r in runs) / 2)
+    assert rows["dti"]["tiny_sdxl/subjects"] == "2" and rows["dti"]["tiny_sdxl/image_paper"] == ""
     md = (root / "report.md").read_text()
-    assert "—" in md and md.count("| tiny_sdxl | toy |") == 2 and md.count("| tiny_sdxl | ball |") == 2
+    assert "—" in md and md.count("| tiny_sdxl | toy |") == 1 and md.count("| tiny_sdxl | ball |") == 1
