@@ -87,6 +87,9 @@ def check_model(cfg: DictConfig) -> None:
         if model.name not in RANDOM_MODELS:
             raise InputError("model.random_init", True, f"random weights exist for {', '.join(RANDOM_MODELS)}")
     elif is_single_file(str(model.get("pretrained"))):
+        if "single_file_config" not in model:  # the backbones that read original-layout files have that key
+            raise InputError("model.pretrained", model.pretrained, "is a single-file checkpoint, which this backbone "
+                             "does not read (SDXL and SD1.x/2.x do): give a diffusers folder or a hub id")
         if not Path(os.path.expanduser(str(model.pretrained))).is_file():
             raise InputError("model.pretrained", model.pretrained, "is not a file (a single-file checkpoint)")
         check_checkpoint("model.single_file_config", model.get("single_file_config"), "model_index.json")
