@@ -101,7 +101,8 @@ CASES = {  # id: (overrides, the field the one line must name)
     "prompts_file_missing": (["prompts=file", "prompts.path=/no/such.txt"], "prompts.path="),
     "rescale": (["sampler.rescale=huge"], "sampler.rescale='huge'"),
     "scheduler": (["sampler.scheduler=NoSuchScheduler"], "sampler.scheduler="),
-    "single_file_on_sana": (["model=sana_1.6b", "model.pretrained=/ckpt/sana.safetensors"], "which this backbone does not read"),
+    "single_file_on_sana": (["model=sana_1.6b", "model.pretrained=/ckpt/sana.safetensors"],
+                            "which this backbone does not read"),
     # resume
     "resume_missing": (["train.resume=/no/such.pt"], "train.resume="),
     # evaluator
