@@ -38,3 +38,23 @@ def test_bad_bench_settings_are_one_line_and_exit_2(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     assert main(["train", override]) == 2
     assert capsys.readouterr().err.strip() == line and not list(tmp_path.iterdir())
+
+
+def test_every_command_of_the_gpu_check_script_composes(tmp_path, monkeypatch):
+    """benchmarks/gpu_check.sh runs where a GPU is: each of its commands must at least be valid settings here."""
+    import re
+    import shlex
+
+    from helpers import ROOT
+
+    from dti.tools.bench import MODES, bench_config
+
+    monkeypatch.chdir(tmp_path)
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    commands = [shlex.split(line.split("#")[0])[1:] for line in script.splitlines() if re.match(r"bench \w+ ", line)]
+    assert len(commands) >= 8
+    for name, mode, *overrides in commands:
+        assert mode in MODES, name
+        cfg, _ = bench_config([*overrides, "model.random_init=true"])  # raises InputError on a bad setting
+        model = next(o.split("=", 1)[1] for o in overrides if o.startswith("model="))
+        assert cfg.model.name in (model, f"tiny_{model.split('_')[0]}", "tiny_sd15"), name  # no CUDA: the tiny one
