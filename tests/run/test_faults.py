@@ -138,16 +138,19 @@ def test_a_second_process_is_refused_or_waits(tmp_path):
 
 
 def test_a_sweep_job_refused_by_a_held_run_directory_fails_the_sweep(tmp_path):
+    from helpers import compose_cfg
+    from omegaconf import OmegaConf
+
     sweep = ["-m", *BASE, "stage=[train]", "sweep_name=held"]
-    assert cli(*sweep, cwd=tmp_path)[0] == 0
-    (run,) = (tmp_path / "multirun" / "held").glob("*/toy")
+    where = OmegaConf.to_container(compose_cfg(sweep[1:], hydra=True).hydra.sweep, resolve=True)
+    run = tmp_path / where["dir"] / where["subdir"]  # the job's run directory, held before the sweep starts
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from dti.run.locks import hold\n"
         f"with hold(Path({str(run)!r})):\n    print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "held"
-        code, _, err = cli(*sweep, "train.resume=never", cwd=tmp_path)
+        code, _, err = cli(*sweep, cwd=tmp_path)
     finally:
         holder.kill()
         holder.wait()

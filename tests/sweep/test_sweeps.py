@@ -2,9 +2,10 @@
 
 import csv
 import json
+import os
 
 import pytest
-from helpers import launch
+from helpers import cli
 
 
 @pytest.mark.slow
@@ -21,8 +22,8 @@ def test_joblib_sweep_injected_failure_skip_done_and_report(tmp_path):
     synthetic_subject(subject="ball", subjects={"ball": {"class_word": "ball"}}, cache_dir=str(images))
     corrupt = images / "synthetic_ball_4" / "02.png"
     corrupt.write_bytes(b"\x89PNG broken")
-    first = launch(*sweep, cwd=tmp_path)
-    assert first.returncode != 0 and "1 job(s) failed" in first.stderr, first.stderr[-3000:]
+    code, _, err = cli(*sweep, cwd=tmp_path)  # this process; the jobs run in joblib's worker processes
+    assert code == 1 and "1 job(s) failed" in err, err[-3000:]
     root = tmp_path / "multirun" / "grid"
     status = {p.parent.relative_to(root).as_posix(): json.loads(p.read_text())["status"]
               for p in root.rglob("status.json")}
@@ -30,10 +31,12 @@ def test_joblib_sweep_injected_failure_skip_done_and_report(tmp_path):
     assert [v for k, v in status.items() if k.endswith("/ball")] == ["failed"]
     toy_metrics = {p: p.stat().st_mtime_ns for p in root.rglob("toy/samples/two/metrics.json")}
     assert len(toy_metrics) == 1
+    (toy_lock,) = root.glob("*/toy/.dti.lock")  # the job trained in a worker process, not in this one
+    assert toy_lock.read_text().startswith("process ") and f"process {os.getpid()} " not in toy_lock.read_text()
 
     corrupt.unlink()  # repaired (regenerated on the next run): the same command redoes only the failed job
-    second = launch(*sweep, cwd=tmp_path)
-    assert second.returncode == 0, second.stderr[-3000:]
+    code, _, err = cli(*sweep, cwd=tmp_path)
+    assert code == 0, err[-3000:]
     assert {p: p.stat().st_mtime_ns for p in toy_metrics} == toy_metrics
     assert len(list(root.rglob("samples/two/metrics.json"))) == 2
 
