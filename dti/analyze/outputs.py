@@ -44,9 +44,7 @@ class AnalysisOutput:
     def figure(self, fig, name: str) -> Path:
         path = self.path(name)
         fig.tight_layout()
-        with io.atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
+        io.write_figure(path, fig)
         return path
 
     def csv(self, rows: list[dict], name: str) -> Path:

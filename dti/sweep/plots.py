@@ -37,9 +37,7 @@ def score_scatter(points: list[tuple], reference: list[tuple], path: Path):
     ax.set_title("Subject vs text fidelity, mean over subjects")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    io.write_figure(path, fig)
     return fig
 
 
@@ -57,7 +55,5 @@ def score_vs_step(steps: dict[tuple[str, str], dict[int, dict]], path: Path):
         ax.grid(True, alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    io.write_figure(path, fig)
     return fig

@@ -51,7 +51,5 @@ def plot_training(log: Path, out: Path, vocabulary_norms: dict[str, float] | Non
     axes[1].legend(fontsize=7)
     axes[2].legend(fontsize=7)
     fig.tight_layout()
-    with io.atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    io.write_figure(out, fig)
     return fig
