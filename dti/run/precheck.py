@@ -80,9 +80,10 @@ def _value_of(key: str | None, overrides: list[str]):
     return None
 
 
-def _compose(overrides: list[str], hydra: bool = False):
+def compose_checked(overrides: list[str], hydra: bool = False, config_name: str = "launch"):
+    """`compose`, with a bad override reported as one InputError line naming the key and the value."""
     try:
-        return compose(overrides, return_hydra_config=hydra)
+        return compose(overrides, config_name=config_name, return_hydra_config=hydra)
     except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
         raise composition_error(err, overrides) from None
 
@@ -109,7 +110,7 @@ def jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     if not multirun:
         return [overrides]
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    base = _compose(fixed, hydra=True)
+    base = compose_checked(fixed, hydra=True)
     params = base.hydra.sweeper.get("params")
     params = OmegaConf.to_container(params, resolve=False) if params is not None else {}
     # the command line wins over the experiment's sweep of the same key (a single value or a sweep of its own)
@@ -153,7 +154,7 @@ def precheck(argv: list[str]) -> None:
     if any(getattr(args, flag, None) for flag in SHOW_ONLY):
         return
     for job in jobs(list(args.overrides), bool(args.multirun)):
-        cfg = _compose(job, hydra=True)
+        cfg = compose_checked(job, hydra=True)
         key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
         check_writable(Path(str(OmegaConf.select(cfg, key))), key)
         validate_config(cfg)

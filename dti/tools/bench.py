@@ -34,9 +34,7 @@ PROCESS_START = time.perf_counter()
 PROCESS_START_WALL = time.time()
 
 import torch  # noqa: E402
-from hydra.errors import ConfigCompositionException, OverrideParseException  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
-from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from dti.core import io  # noqa: E402
 from dti.core.errors import InputError  # noqa: E402
@@ -50,11 +48,10 @@ from dti.run.build import (  # noqa: E402
     build_trainer,
 )
 from dti.run.cli import quiet_libraries  # noqa: E402
-from dti.run.conftree import compose  # noqa: E402
 from dti.run.job import JobContext  # noqa: E402
 from dti.run.job import run as run_stages  # noqa: E402
 from dti.run.packing import PackItem, packed_trainers  # noqa: E402
-from dti.run.precheck import composition_error  # noqa: E402
+from dti.run.precheck import compose_checked  # noqa: E402
 from dti.run.schema import LaunchConfig, register_schema  # noqa: E402
 from dti.run.validate import validate_config  # noqa: E402
 from dti.sweep.packing import pack_sweep  # noqa: E402
@@ -275,9 +272,7 @@ def bench_config(overrides: list[str]):
     overrides = prepare_overrides(overrides)
     register_schema(BenchConfig)
     try:
-        cfg = compose(overrides, config_name="bench")
-    except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
-        raise composition_error(err, overrides) from None
+        cfg = compose_checked(overrides, config_name="bench")
     finally:
         register_schema()  # launch.yaml's own schema again, for whatever composes next in this process
     validate_config(cfg)
