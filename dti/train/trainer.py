@@ -22,7 +22,6 @@ from dti.backbones.base import Backbone
 from dti.core import io
 from dti.core.errors import InputError
 from dti.core.io import read_json
-from dti.core.version import __version__
 from dti.method.concept import Concept
 from dti.method.formats import save_embeddings, write_kohya_lora
 from dti.method.formats.metadata import RunFacts, embedding_metadata
@@ -58,12 +57,12 @@ class Trainer:
                  subject: str, settings: TrainSettings, run_dir: Path, logger, seed: int = 42,
                  fingerprint: dict | None = None, method: ConceptMethod | None = None,
                  adapter: DenoiserAdapter | None = None, captions: list[str] | None = None,
-                 masks: list | None = None, schedule: ScheduleSettings | None = None, facts: RunFacts | None = None):
+                 masks: list | None = None, schedule: ScheduleSettings | None = None, *, facts: RunFacts):
         self.backbone, self.concept, self.optimizer = backbone, concept, optimizer
         self.method, self.adapter = method or ConceptMethod(), adapter
-        # what the embedding files say about this run; the tool files are named after its trigger
-        self.facts = facts or RunFacts(method="dti", trigger=f"{subject}-dti", kappa=0.0, steps=settings.steps,
-                                       base_model="", resolution=settings.resolution, version=__version__)
+        # what the embedding files say about this run (dti.run.build knows it); the tool files are named after its
+        # trigger
+        self.facts = facts
         self.images, self.subject, self.settings, self.validation = images, subject, settings, settings.validation
         # per-image prompt templates (None: settings.templates) and loss masks (None: every pixel counts)
         self.captions, self.masks = captions, masks
