@@ -271,8 +271,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, backbone: Backbone, concept: C
 
 
 def concept_trigger(cfg: DictConfig, subject: Subject) -> str:
-    """The tool files' name, the word A1111 and ComfyUI prompts use: `<subject>-<method>` unless `trigger`."""
-    return cfg.trigger or f"{subject.name}-{cfg.method.name}"
+    """The tool files' name, the word A1111 and ComfyUI prompts use: `<subject>-<method>` unless `trigger`
+    (`<subject>-external` for an embedding made elsewhere, `embeddings=FILE`: no method of ours made it)."""
+    return cfg.trigger or f"{subject.name}-{'external' if cfg.get('embeddings') else cfg.method.name}"
 
 
 def build_run_facts(cfg: DictConfig, subject: Subject) -> RunFacts:

@@ -40,6 +40,7 @@ from dti.run.build import (
     build_trainer,
     check_embedding_files,
     check_resolutions,
+    concept_trigger,
 )
 from dti.run.external import import_external, scored_config
 from dti.run.identity import fingerprint, is_complete, read_json, write_status
@@ -209,7 +210,7 @@ class Job:
                 result["train"] = trainer.fit()
             if cfg.embeddings is not None and "sample" in stages:  # sampled below as a trained run's would be
                 import_external(build_external_embedding(cfg, self.backbone), self.backbone, concept, directory,
-                                cfg.trigger or f"{subject.name}-external")
+                                concept_trigger(cfg, subject))
             for tag, step in targets:  # the final embeddings, or each saved step's (sampler.steps)
                 self.sample_and_score(subject, directory, prompt_set, tag, step, concept, adapter, logger, result)
             failed = False
